@@ -1,0 +1,100 @@
+"""Evaluation: confusion matrix, mIoU over the classes present, per-class IoU table, and
+whole-image or sliding-window inference."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from core.data.transforms import resize_image, to_tensor_image
+
+
+def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C,C) int64, rows = ground truth, columns = prediction; label 255 (and >= C) ignored."""
+    m = label < num_classes
+    idx = label[m].astype(np.int64) * num_classes + pred[m].astype(np.int64)
+    return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    """IoU per class; NaN for classes absent from the ground truth (not counted in mIoU)."""
+    tp = np.diag(conf).astype(np.float64)
+    gt = conf.sum(1)
+    union = gt + conf.sum(0) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    iou[gt == 0] = np.nan
+    return iou
+
+
+def mean_iou(conf: np.ndarray, subset: list[int] | None = None) -> float:
+    iou = iou_per_class(conf)
+    if subset is not None:
+        iou = iou[subset]
+    return float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan")
+
+
+def iou_table(names: list[str], conf: np.ndarray) -> str:
+    """Markdown table of per-class IoU (%) plus the mIoU row."""
+    iou = iou_per_class(conf)
+    rows = ["| class | IoU |", "|---|---:|"]
+    rows += [f"| {n} | {'-' if np.isnan(v) else f'{100 * v:.1f}'} |" for n, v in zip(names, iou)]
+    rows.append(f"| **mIoU** | **{mean_iou(conf):.1f}** |")
+    return "\n".join(rows)
+
+
+@torch.no_grad()
+def predict_logits(model, image: np.ndarray, input_size: tuple[int, int], out_size: tuple[int, int] | None = None,
+                   window: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
+                   device: torch.device | str = "cpu", adjust=None) -> torch.Tensor:
+    """Logits (C,h,w) at ``out_size`` (default: the image size) for one uint8 (H,W,3) image.
+
+    The image is resized to ``input_size``; with ``window`` the resized image is covered by
+    overlapping windows (``stride`` defaults to 2/3 of the window) whose logits are averaged.
+    ``adjust``: optional logit adjustment (e.g. label-shift IA) applied before upsampling.
+    """
+    out_size = out_size or image.shape[:2]
+    x = to_tensor_image(resize_image(image, input_size))[None].to(device)
+    H, W = input_size
+    if window is None:
+        logits = model(x).logits
+        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+    else:
+        wh, ww = min(window[0], H), min(window[1], W)
+        sh, sw = stride or (max(1, wh * 2 // 3), max(1, ww * 2 // 3))
+        ys = sorted({*range(0, H - wh + 1, sh), H - wh})
+        xs = sorted({*range(0, W - ww + 1, sw), W - ww})
+        logits = count = None
+        for y in ys:
+            for x0 in xs:
+                out = model(x[..., y:y + wh, x0:x0 + ww]).logits
+                out = F.interpolate(out, size=(wh, ww), mode="bilinear", align_corners=False)
+                if logits is None:
+                    logits = out.new_zeros(1, out.shape[1], H, W)
+                    count = out.new_zeros(1, 1, H, W)
+                logits[..., y:y + wh, x0:x0 + ww] += out
+                count[..., y:y + wh, x0:x0 + ww] += 1
+        logits = logits / count
+    if adjust is not None:
+        logits = adjust(logits)
+    return F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)[0].float()
+
+
+@torch.no_grad()
+def evaluate(model, dataset, input_size: tuple[int, int], device="cpu", window=None, progress=True,
+             adjust=None, desc="evaluate") -> dict:
+    """mIoU of ``model`` on a labeled dataset, at the labels' resolution.
+
+    Returns {"miou", "iou" (per class, NaN = absent), "confusion", "names"}."""
+    was_training = model.training
+    model.eval().to(device)
+    C = dataset.label_space.num_classes
+    conf = np.zeros((C, C), np.int64)
+    for i in tqdm(range(len(dataset)), desc=desc, disable=not progress, dynamic_ncols=True):
+        s = dataset[i]
+        logits = predict_logits(model, s["image"], input_size, s["label"].shape, window=window,
+                                device=device, adjust=adjust)
+        conf += confusion_matrix(logits.argmax(0).cpu().numpy(), s["label"], C)
+    model.train(was_training)
+    return {"miou": mean_iou(conf), "iou": iou_per_class(conf), "confusion": conf,
+            "names": dataset.label_space.names}

@@ -1,0 +1,222 @@
+"""The one training loop. Read top to bottom: setup, then `for it in range(...)`: batches, losses,
+step, hooks, checkpoint. Source CE + (optional) target CE on active labels + method losses.
+
+Runs on CPU by default, CUDA (+ autocast) when asked or available, and under ``torchrun`` with
+DistributedDataParallel (gloo on CPU, nccl on GPU): each rank draws its own batches, gradients are
+averaged, rank 0 writes checkpoints and shows the progress bar.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from core.data.transforms import TrainView
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1200
+    batch_size: int = 2              # images per domain per rank
+    lr: float = 2.5e-4               # backbone; the head gets 10x (the papers' values)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    image_size: tuple[int, int] = (128, 256)   # (H, W) training size
+    flip: bool = True
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    amp: bool = True                 # autocast on CUDA only (bf16 on CPU is far slower here)
+    checkpoint_every: int = 200
+    freeze_bn: bool = True           # the papers freeze BatchNorm (batch 2 per domain)
+
+
+@dataclass
+class Context:
+    """What method hooks see: the model (unwrapped), config, device, current iteration."""
+    model: nn.Module
+    cfg: TrainConfig
+    device: torch.device
+    iteration: int = 0
+    services: dict = field(default_factory=dict)   # shared services (EMA teacher, class stats)
+
+    @staticmethod
+    def upsample(logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(logits, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked, but no CUDA GPU is available")
+    dev = torch.device(name)
+    if dev.type == "cuda" and dist.is_available() and dist.is_initialized():
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun process group if launched by torchrun; returns (rank, world_size)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batches(view: TrainView, batch_size: int, seed: int):
+    """Endless shuffled batches (epochs of a seeded permutation)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(len(view))
+        if len(perm) < batch_size:
+            perm = np.resize(perm, batch_size)
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            items = [view[int(j)] for j in perm[i:i + batch_size]]
+            yield {k: (torch.stack([x[k] for x in items]) if torch.is_tensor(items[0][k])
+                       else [x[k] for x in items]) for k in items[0]}
+
+
+def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float) -> None:
+    f = (1 - it / max(total, 1)) ** power
+    for g in optimizer.param_groups:
+        g["lr"] = g["base_lr"] * f
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: write next to the target, then rename (a crash leaves the previous file intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=None, methods=(),
+        checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train") -> dict:
+    """Train ``model`` in place for ``cfg.iterations``; resumes from ``checkpoint`` if it exists.
+
+    ``source``: a labeled dataset (core/data/base.py contract). ``target``: optional unlabeled dataset;
+    ``target_labels(i, sample) -> uint8 (H,W)`` gives its active labels (255 = unlabeled), which are
+    supervised with CE. ``methods``: core.methods.Method objects whose hooks add losses.
+    Returns {"iterations", "seconds", "losses": last smoothed loss terms}.
+    """
+    rank, world = init_distributed()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed + 1000 * rank)
+    model.to(device)
+    model.train()
+    if cfg.freeze_bn:
+        freeze_batchnorm(model)
+    ctx = Context(model=model, cfg=cfg, device=device)
+    for m in methods:
+        m.setup(ctx)
+
+    groups = model.param_groups(cfg.lr)
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p.requires_grad]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for m, ms in zip(methods, state.get("methods", [])):
+            m.load_state_dict(ms)
+        start = int(state["iteration"])
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    src = batches(TrainView(source, cfg.image_size, cfg.flip), cfg.batch_size, cfg.seed * 7919 + rank + start)
+    tgt = None
+    if target is not None:
+        tgt = batches(TrainView(target, cfg.image_size, cfg.flip, labels=target_labels),
+                      cfg.batch_size, cfg.seed * 104729 + rank + start)
+    ce = nn.CrossEntropyLoss(ignore_index=255)
+    smooth: dict[str, float] = {}
+    t0 = time.time()
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=desc,
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    for it in bar:
+        ctx.iteration = it
+        poly_lr(opt, it, cfg.iterations, cfg.poly_power)
+        bs = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(src).items()}
+        bt = None
+        if tgt is not None:
+            bt = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(tgt).items()}
+            for m in methods:
+                bt = m.mix(ctx, bs, bt)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            terms: dict[str, torch.Tensor] = {}
+            out_s = net(bs["image"])
+            terms["ce_s"] = ce(ctx.upsample(out_s.logits, bs["label"]).float(), bs["label"])
+            for m in methods:
+                terms.update(m.source_loss(ctx, bs, out_s))
+            out_t = None
+            if bt is not None:
+                out_t = net(bt["image"])
+                logits_t = ctx.upsample(out_t.logits, bt["label"]).float()
+                # active labels: mean CE over labeled pixels; zero (but in the graph) when none
+                terms["ce_t"] = ce(logits_t, bt["label"]) if (bt["label"] != 255).any() else logits_t.sum() * 0
+                for m in methods:
+                    terms.update(m.target_loss(ctx, bt, out_t))
+            loss = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        for m in methods:
+            for k, v in m.adversary_step(ctx, bs, bt, out_s, out_t).items():
+                terms[k] = torch.tensor(v)
+        for m in methods:
+            m.after_step(ctx)
+        for k, v in terms.items():
+            fv = float(v.detach()) if torch.is_tensor(v) else float(v)
+            smooth[k] = 0.9 * smooth.get(k, fv) + 0.1 * fv
+        if rank == 0 and it % 10 == 0:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in smooth.items()})
+        done = it + 1
+        if ckpt is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,
+                                   "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
+    bar.close()
+    return {"iterations": cfg.iterations, "seconds": time.time() - t0, "losses": smooth}
+
+
+def _plain(cfg: TrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from core.models import Segmentor
+from core.models.weights import WeightsError, classifier_state_dict
+
+
+def _classify(model, img):
+    im = np.asarray(Image.fromarray(img).resize((224, 224), Image.BICUBIC)).astype(np.float32) / 255
+    x = torch.from_numpy((im - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        return int(model(x).argmax())
+
+
+def test_packaged_lite0_weights_classify_sample_photos():
+    import timm
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    model.load_state_dict(classifier_state_dict("efficientnet_lite0"))
+    assert _classify(model, data.chelsea()) == 285   # Egyptian cat
+    assert _classify(model, data.coffee()) == 967    # espresso
+
+
+def test_random_init_does_not_classify():  # the test above can fail: without weights it does
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    assert (_classify(model, data.chelsea()), _classify(model, data.coffee())) != (285, 967)
+
+
+def test_segmentor_loads_backbone_weights():
+    seg = Segmentor(19)
+    ref = classifier_state_dict("efficientnet_lite0")
+    assert torch.equal(seg.backbone.state_dict()["conv_stem.weight"], ref["conv_stem.weight"])
+
+
+@pytest.mark.parametrize("os_,size", [(8, (64, 128)), (16, (64, 96))])
+def test_segmentor_output_shapes(os_, size):
+    seg = Segmentor(19, output_stride=os_, weights=None)
+    out = seg(torch.zeros(2, 3, *size, dtype=torch.uint8))
+    assert out.logits.shape == (2, 19, size[0] // os_, size[1] // os_)
+    assert out.feat.shape[:2] == (2, 320) and out.feat.shape[2:] == out.logits.shape[2:]
+
+
+def test_param_groups_head_lr_is_ten_times():
+    seg = Segmentor(5, weights=None)
+    g = seg.param_groups(0.01)
+    assert g[0]["lr"] == 0.01 and g[1]["lr"] == pytest.approx(0.1)
+    n = sum(p.numel() for gr in g for p in gr["params"])
+    assert n == sum(p.numel() for p in seg.parameters())
+
+
+def test_missing_and_mismatched_weight_files(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        Segmentor(19, weights=str(tmp_path / "nope.pth"))
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv_stem.weight": torch.zeros(3)}, bad)
+    with pytest.raises(WeightsError, match="does not fit"):
+        Segmentor(19, weights=str(bad))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        Segmentor(19, weights=str(junk))
+    with pytest.raises(WeightsError, match="no packaged weights"):
+        Segmentor(19, backbone="resnet18")
