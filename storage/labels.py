@@ -1,0 +1,226 @@
+"""Labels: idempotent writes (one transaction with the query's status), edit history, review,
+and the one function that composes an image's label mask from stored labels.
+
+A label answers one query. For a ``region`` query it is a class patch covering the box: uint8
+trainIds, shape ``(y1-y0, x1-x0)``, 255 = left unlabeled, stored as PNG bytes (or a single
+``point_class`` filling the whole box). For a ``pixel`` query it is ``point_class``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from sqlite_utils import Database
+
+from core.data.labels import IGNORE
+from storage.db import InvalidInput, StoreError, immediate, now_iso
+from storage.queries import _check_not_held_by_other, image_id
+
+
+def encode_patch(patch: np.ndarray) -> bytes:
+    """A (h,w) uint8 class patch as PNG bytes (lossless, single channel)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(patch, np.uint8))
+    if not ok:
+        raise StoreError("could not encode label patch as PNG")
+    return buf.tobytes()
+
+
+def decode_patch(data: bytes) -> np.ndarray:
+    """PNG bytes from :func:`encode_patch` back to a (h,w) uint8 array."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.ndim != 2 or arr.dtype != np.uint8:
+        raise StoreError("a stored label patch is not a single-channel 8-bit PNG (corrupt store?)")
+    return arr
+
+
+def _check_class(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= 255:
+        raise InvalidInput(f"{what} must be an integer trainId 0..255, got {value!r}")
+    return int(value)
+
+
+def _prepare(q: tuple, patch: np.ndarray | None, point_class: int | None) -> tuple[bytes | None, int | None]:
+    qid, kind, y0, x0, y1, x1 = q
+    if (patch is None) == (point_class is None):
+        raise InvalidInput(f"query {qid}: give exactly one of patch or point_class")
+    if kind == "pixel":
+        if patch is not None:
+            raise InvalidInput(f"query {qid} is a pixel query: give point_class, not a patch")
+        return None, _check_class(point_class, f"query {qid}: point_class")
+    if point_class is not None:  # a region answered with a single class
+        return None, _check_class(point_class, f"query {qid}: point_class")
+    patch = np.asarray(patch)
+    shape = (y1 - y0, x1 - x0)
+    if patch.ndim != 2 or patch.shape != shape:
+        raise InvalidInput(f"query {qid}: patch shape {patch.shape} does not match its box {shape} (h, w)")
+    if patch.dtype != np.uint8:
+        if not np.issubdtype(patch.dtype, np.integer) or patch.min() < 0 or patch.max() > 255:
+            raise InvalidInput(f"query {qid}: patch must hold uint8 trainIds (255 = unlabeled)")
+        patch = patch.astype(np.uint8)
+    return encode_patch(patch), None
+
+
+_LABEL_COLS = "id, query, annotator, patch, point_class, ms, created, review, reviewer, reviewed"
+
+
+def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | None = None,
+               point_class: int | None = None, ms: int = 0) -> int:
+    """Store ``annotator``'s answer to a query and mark the query done, in ONE transaction;
+    returns the label id.
+
+    Idempotent: the same query + annotator always maps to one label row. Re-sending the same
+    answer changes nothing; a different answer (an edit) replaces the row, resets its review to
+    pending, and keeps the old version in ``label_history``. Raises :class:`LeaseError` when
+    another annotator holds a live lease on the query. A late answer to a query someone else
+    already labeled is still kept (a second label row; the newest wins in :func:`label_mask`).
+    """
+    if not annotator:
+        raise InvalidInput("annotator name must not be empty")
+    q = db.execute("SELECT id, kind, y0, x0, y1, x1 FROM queries WHERE id = ?", (query_id,)).fetchone()
+    if q is None:
+        raise InvalidInput(f"unknown query id {query_id}")
+    blob, cls = _prepare(q, patch, point_class)
+    ms = max(0, int(ms or 0))
+    t = now_iso()
+    with immediate(db) as conn:
+        _check_not_held_by_other(conn, query_id, annotator)
+        old = conn.execute(f"SELECT {_LABEL_COLS} FROM labels WHERE query = ? AND annotator = ?",
+                           (query_id, annotator)).fetchone()
+        if old is None:
+            label_id = conn.execute(
+                "INSERT INTO labels (query, annotator, patch, point_class, ms, created, review) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending')", (query_id, annotator, blob, cls, ms, t)).lastrowid
+        else:
+            label_id = old[0]
+            same = old[3] == blob and old[4] == cls and old[7] != "rejected"
+            if not same:
+                conn.execute(
+                    "INSERT INTO label_history (label, query, annotator, patch, point_class, ms, created, "
+                    "review, reviewer, reviewed, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*old, t))
+                conn.execute(
+                    "UPDATE labels SET patch = ?, point_class = ?, ms = ?, created = ?, review = 'pending', "
+                    "reviewer = NULL, reviewed = NULL WHERE id = ?", (blob, cls, ms, t, label_id))
+        conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
+                     "lease_expiry = NULL WHERE id = ?", (annotator, query_id))
+    return label_id
+
+
+def review(db: Database, label_id: int, approve: bool, reviewer: str) -> None:
+    """Approve or reject a label. Rejecting drops it from masks and exports and puts its query
+    back to pending (unless another non-rejected label answers that query)."""
+    with immediate(db) as conn:
+        row = conn.execute("SELECT query FROM labels WHERE id = ?", (label_id,)).fetchone()
+        if row is None:
+            raise InvalidInput(f"unknown label id {label_id}")
+        conn.execute("UPDATE labels SET review = ?, reviewer = ?, reviewed = ? WHERE id = ?",
+                     ("approved" if approve else "rejected", reviewer, now_iso(), label_id))
+        if not approve:
+            others = conn.execute("SELECT count(*) FROM labels WHERE query = ? AND review != 'rejected'",
+                                  (row[0],)).fetchone()[0]
+            if others == 0:
+                conn.execute("UPDATE queries SET status = 'pending', lease_owner = NULL, lease_expiry = NULL, "
+                             "reason = ?, status_by = ? WHERE id = ?", ("rejected in review", reviewer, row[0]))
+
+
+def get_label(db: Database, label_id: int, decode: bool = True) -> dict:
+    """A labels row as a dict; ``patch`` decoded to an array when ``decode``."""
+    rows = list(db.query(f"SELECT {_LABEL_COLS} FROM labels WHERE id = ?", [label_id]))
+    if not rows:
+        raise InvalidInput(f"unknown label id {label_id}")
+    row = rows[0]
+    if decode and row["patch"] is not None:
+        row["patch"] = decode_patch(row["patch"])
+    return row
+
+
+def label_versions(db: Database, label_id: int, decode: bool = True) -> list[dict]:
+    """Earlier versions of a label from ``label_history``, oldest first (the current one is
+    :func:`get_label`)."""
+    rows = list(db.query("SELECT * FROM label_history WHERE label = ? ORDER BY id", [label_id]))
+    for r in rows:
+        if decode and r["patch"] is not None:
+            r["patch"] = decode_patch(r["patch"])
+    return rows
+
+
+def image_labels(db: Database, image: int | str, include_rejected: bool = False) -> list[dict]:
+    """Labels of one image joined with their query geometry, in composition order (oldest
+    first). Each dict: label id, query, annotator, kind, y0,x0,y1,x1, y,x, patch (array or None),
+    point_class, ms, created, review, round (round number or None)."""
+    img = image_id(db, image)
+    where = "" if include_rejected else " AND l.review != 'rejected'"
+    rows = list(db.query(
+        "SELECT l.id, l.query, l.annotator, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, l.patch, l.point_class, "
+        "l.ms, l.created, l.review, r.idx AS round FROM labels l JOIN queries q ON q.id = l.query "
+        f"LEFT JOIN rounds r ON r.id = q.round WHERE q.image = ?{where} ORDER BY l.created, l.id", [img]))
+    for r in rows:
+        if r["patch"] is not None:
+            r["patch"] = decode_patch(r["patch"])
+    return rows
+
+
+def _compose(rows: list[dict], height: int, width: int) -> np.ndarray:
+    mask = np.full((height, width), IGNORE, np.uint8)
+    for r in rows:
+        if r["kind"] == "pixel":
+            if 0 <= r["y"] < height and 0 <= r["x"] < width:
+                mask[r["y"], r["x"]] = r["point_class"]
+            continue
+        y0, x0 = r["y0"], r["x0"]
+        y1, x1 = min(r["y1"], height), min(r["x1"], width)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dst = mask[y0:y1, x0:x1]
+        if r["patch"] is None:
+            dst[...] = r["point_class"]
+        else:
+            src = r["patch"][: y1 - y0, : x1 - x0]
+            keep = src != IGNORE
+            dst[keep] = src[keep]
+    return mask
+
+
+def _extent(rows: list[dict]) -> tuple[int, int]:
+    h = w = 0
+    for r in rows:
+        if r["kind"] == "pixel":
+            h, w = max(h, r["y"] + 1), max(w, r["x"] + 1)
+        else:
+            h, w = max(h, r["y1"]), max(w, r["x1"])
+    return h, w
+
+
+def _size(db: Database, img: int, height: int | None, width: int | None) -> tuple[int, int]:
+    if height is None or width is None:
+        h, w = db.execute("SELECT height, width FROM images WHERE id = ?", (img,)).fetchone()
+        height = h if height is None else height
+        width = w if width is None else width
+    if height is None or width is None:
+        raise InvalidInput(f"image id {img}: height/width unknown; pass them or store them with add_images")
+    return int(height), int(width)
+
+
+def label_mask(db: Database, image: int | str, height: int | None = None, width: int | None = None) -> np.ndarray:
+    """The image's (H,W) uint8 trainId mask composed from its stored, non-rejected labels;
+    255 = unlabeled. Later labels overwrite earlier ones where they overlap; a patch's 255
+    pixels leave what is below. ``height``/``width`` default to the stored image size;
+    geometry outside them is clipped. This is the mask the trainer uses."""
+    img = image_id(db, image)
+    h, w = _size(db, img, height, width)
+    return _compose(image_labels(db, img), h, w)
+
+
+def labeled_pixel_count(db: Database) -> dict[str, int]:
+    """``{image name: labeled pixels}`` for every image with non-rejected labels (overlaps
+    counted once; images with no stored size are measured by their labels' extent)."""
+    out: dict[str, int] = {}
+    for img, name, h, w in db.execute(
+            "SELECT DISTINCT i.id, i.name, i.height, i.width FROM images i JOIN queries q ON q.image = i.id "
+            "JOIN labels l ON l.query = q.id WHERE l.review != 'rejected' ORDER BY i.id").fetchall():
+        rows = image_labels(db, img)
+        if h is None or w is None:
+            h, w = _extent(rows)
+        out[name] = int(np.count_nonzero(_compose(rows, h, w) != IGNORE))
+    return out
