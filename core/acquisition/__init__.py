@@ -1,0 +1,32 @@
+"""Acquisition for active domain adaptation: RIPU and baseline scores, greedy RA/PA
+selection under a budget, pseudo-label confidence and CRA trust maps.
+
+Pure numpy, one image at a time (stream the pool through it); no torch here.
+See reference/ripu.md for the official semantics this package reproduces.
+"""
+from .acquire import STRATEGIES, acquire, score_map
+from .baselines import ent_score, rand_score, sconf_score
+from .budget import Budget, BudgetError, parse_budget, queries_per_round
+from .confidence import (
+    CRA_ENT_THRESH,
+    CRA_RARE_FACTOR,
+    CRA_RARE_PCT,
+    ClassEntropyStats,
+    confidence_maps,
+    cra_entropy,
+    cra_trust_mask,
+    pseudo_confidence,
+)
+from .ripu import RIPU_LOG_NORM, ripu_score, window_impurity
+from .select import select_queries, suppression_radius
+from ._util import dilate_square
+
+__all__ = [
+    "STRATEGIES", "acquire", "score_map",
+    "ent_score", "rand_score", "sconf_score",
+    "Budget", "BudgetError", "parse_budget", "queries_per_round",
+    "CRA_ENT_THRESH", "CRA_RARE_FACTOR", "CRA_RARE_PCT", "ClassEntropyStats", "confidence_maps",
+    "cra_entropy", "cra_trust_mask", "pseudo_confidence",
+    "RIPU_LOG_NORM", "ripu_score", "window_impurity",
+    "select_queries", "suppression_radius", "dilate_square",
+]

@@ -1,0 +1,100 @@
+"""Annotation budgets: ``"40px"`` (PA, pixels per image) or ``"2.2%"`` (RA, fraction of pixels).
+
+Budgets are defined at the resolution the labels are stored at (``H, W`` passed in).
+
+RA: total regions per image = round(H*W*fraction / (2r+1)^2), spread over the rounds so that
+the per-round counts sum to the total (earlier rounds get the remainder). The realised labeled
+pixel count is then within half a region of ``H*W*fraction`` (less where regions are clipped
+at the border). The official code instead uses ceil(H*W*fraction/rounds/(2r+1)^2) per round,
+an upper bound (e.g. 1026 per round, 2.2016 % at 1024x2048).
+
+PA: ``N px`` = N labeled pixels per image at the stored resolution, spread over the rounds.
+The official code defines the 40 px at 1280x640 and labels ceil(40/5 * 2048*1024/(1280*640))
+= 21 px per round at 1024x2048; ``pixel_ref_hw=(640, 1280)`` reproduces that scaling.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+__all__ = ["Budget", "BudgetError", "parse_budget", "queries_per_round"]
+
+
+class BudgetError(ValueError):
+    """A malformed or out-of-range budget string."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str  # "pixel" (PA) or "region" (RA)
+    pixels: int = 0  # per image, kind == "pixel"
+    fraction: float = 0.0  # of all pixels, kind == "region" (0.022 for "2.2%")
+
+    @property
+    def mode(self) -> str:
+        return self.kind
+
+    def __str__(self) -> str:
+        if self.kind == "pixel":
+            return f"{self.pixels}px"
+        return f"{self.fraction * 100:g}%"
+
+
+_HELP = "expected '<N>px' (pixels per image, e.g. 40px) or '<P>%' (percent of pixels, 0 < P <= 100, e.g. 2.2%)"
+_PX = re.compile(r"^\s*(\d+)\s*px\s*$", re.IGNORECASE)
+_PCT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*$")
+
+
+def parse_budget(text) -> Budget:
+    """Parse ``"40px"`` -> Budget("pixel", pixels=40); ``"2.2%"`` -> Budget("region", fraction=0.022)."""
+    if isinstance(text, Budget):
+        return text
+    if not isinstance(text, str) or not text.strip():
+        raise BudgetError(f"invalid budget {text!r}: {_HELP}")
+    m = _PX.match(text)
+    if m:
+        px = int(m.group(1))
+        if px <= 0:
+            raise BudgetError(f"invalid budget {text!r}: the pixel budget must be at least 1px")
+        return Budget("pixel", pixels=px)
+    m = _PCT.match(text)
+    if m:
+        pct = float(m.group(1))
+        if not (0.0 < pct <= 100.0) or not math.isfinite(pct):
+            raise BudgetError(f"invalid budget {text!r}: the percentage must be in (0, 100]")
+        return Budget("region", fraction=pct / 100.0)
+    raise BudgetError(f"invalid budget {text!r}: {_HELP}")
+
+
+def _spread(total: int, rounds: int) -> list[int]:
+    base, rem = divmod(total, rounds)
+    return [base + (1 if i < rem else 0) for i in range(rounds)]
+
+
+def queries_per_round(budget, H: int, W: int, rounds: int, radius: int, *,
+                      pixel_ref_hw: tuple[int, int] | None = None) -> list[int]:
+    """Number of picks per image for each round (regions for RA, pixels for PA).
+
+    ``budget`` is a Budget or a budget string. ``H, W``: label resolution. The counts sum to the
+    per-image total. ``pixel_ref_hw``: for PA, the (h, w) at which ``N px`` is defined (the
+    official code: (640, 1280)); the total is then ``round(N * H*W / (h*w))``.
+    """
+    b = parse_budget(budget)
+    rounds = int(rounds)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if H < 1 or W < 1:
+        raise ValueError(f"image size must be positive, got {H}x{W}")
+    r = int(radius)
+    if r < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if b.kind == "region":
+        total = int(round(H * W * b.fraction / (2 * r + 1) ** 2))
+    else:
+        total = b.pixels
+        if pixel_ref_hw is not None:
+            rh, rw = pixel_ref_hw
+            total = int(round(b.pixels * H * W / (rh * rw)))
+        total = min(total, H * W)
+    return _spread(total, rounds)
