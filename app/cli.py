@@ -57,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: %(default)s)")
     data.add_argument("--skip-bad", action="store_true", help="skip and report corrupt dataset files instead "
                       "of stopping")
+    al = p.add_argument_group("active learning")
+    al.add_argument("--budget", default=d.budget, help="annotation budget per target image over all rounds: "
+                    "'40px' (pixel-based, PA) or '2.2%%' (region-based, RA); without it only the warm-up runs")
+    al.add_argument("--rounds", type=int, default=d.rounds, help="selection rounds; the budget is split evenly "
+                    "(default: %(default)s, as RIPU)")
+    al.add_argument("--strategy", default=d.strategy, choices=("ripu", "rand", "ent", "sconf"),
+                    help="acquisition: RIPU (impurity x uncertainty) or a baseline (default: %(default)s)")
+    al.add_argument("--region-radius", type=int, default=d.region_radius, help="RA: regions are (2r+1)^2 "
+                    "squares; PA: suppression radius and impurity window (default: 8, i.e. 17x17 at the stored "
+                    "256x512; the official setting is 1 for RA)")
+    al.add_argument("--round-iterations", type=int, default=d.round_iterations, help="training iterations after "
+                    "each round's annotation (default: %(default)s)")
+    al.add_argument("--method", default=d.method, help="UDA methods used when retraining, joined by '+' "
+                    "(default: %(default)s = RIPU's own losses)")
+    al.add_argument("--oracle", action="store_true", help="answer every query from target ground truth "
+                    "(headless experiments, as in the paper)")
+    al.add_argument("--resume", action="store_true", help="continue the run in --workdir from its last "
+                    "completed step")
     return p
 
 
@@ -64,16 +82,20 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed,
                      iterations=a.iterations, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
                      weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size),
-                     source=a.source, target=a.target, skip_bad=a.skip_bad)
+                     source=a.source, target=a.target, skip_bad=a.skip_bad, budget=a.budget, rounds=a.rounds,
+                     strategy=a.strategy, region_radius=a.region_radius, round_iterations=a.round_iterations,
+                     method=a.method, oracle=a.oracle, resume=a.resume)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exception types that mean 'the user asked for something impossible' (printed as one line)."""
     from core.data.base import DatasetError
     from core.data.labels import LabelSpaceError
+    from core.acquisition import BudgetError
     from core.models.weights import WeightsError
+    from storage import StoreError
 
-    return ConfigError, DatasetError, LabelSpaceError, WeightsError
+    return ConfigError, DatasetError, LabelSpaceError, WeightsError, BudgetError, StoreError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ class RunConfig:
     image_size: tuple[int, int] = (128, 256)   # training/inference input (H, W)
     iterations: int = 1200            # source-only warm-up iterations
     batch_size: int = 2
-    lr: float = 2.5e-3
+    lr: float = 2.5e-4
     skip_bad: bool = False
     # active learning (used from the active-loop issue on)
     budget: str | None = None
@@ -83,6 +83,18 @@ def validate(cfg: RunConfig) -> RunConfig:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {dev}: no CUDA GPU is available on this machine")
+    if cfg.region_radius is not None and cfg.region_radius < 0:
+        raise ConfigError(f"--region-radius must be 0 or more (got {cfg.region_radius})")
+    if cfg.budget is not None:
+        from core.acquisition import parse_budget
+
+        parse_budget(cfg.budget)          # BudgetError: one clear line
+    from core.methods import build_methods
+
+    try:
+        build_methods(cfg.method)
+    except ValueError as e:
+        raise ConfigError(f"--method: {e}") from None
     check_writable(Path(cfg.workdir), "--workdir")
     return cfg
 

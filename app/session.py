@@ -1,17 +1,31 @@
-"""One run of the studio, top to bottom: data -> model -> source-only warm-up -> evaluation
-(-> active rounds, once a budget is given)."""
+"""One run of the studio, top to bottom (the round loop a reader follows in one file):
+
+    data -> source-only warm-up -> evaluate
+    for each round: score the target pool + select -> annotate (oracle or humans) -> retrain -> evaluate
+
+Every completed step is recorded in ``workdir/project.db``; ``--resume`` skips completed steps and
+continues an interrupted training from its checkpoint, so no answered query is asked again.
+"""
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
-from app.config import RunConfig
+import storage
+from app.config import ConfigError, RunConfig
+from app.oracle import answer_round
+from core.acquisition import ClassEntropyStats, acquire, cra_entropy, parse_budget, queries_per_round
 from core.data.labels import SYNTHIA16
 from core.data.registry import build_dataset, parse_dataset_spec
-from core.evaluate import evaluate, iou_table
+from core.evaluate import evaluate, iou_table, mean_iou
+from core.methods import build_methods
 from core.models import Segmentor
-from core.train import TrainConfig, fit, resolve_device
+from core.train import TrainConfig, fit, load_checkpoint, resolve_device
 
 
 def load_data(cfg: RunConfig):
@@ -40,17 +54,215 @@ def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> Tr
                        image_size=tuple(cfg.image_size), seed=cfg.seed, device=cfg.device)
 
 
-def run(cfg: RunConfig) -> dict:
-    workdir = Path(cfg.workdir)
-    source, target, val = load_data(cfg)
-    names = val.label_space.names
-    model = build_model(cfg, val.label_space.num_classes)
-    device = resolve_device(cfg.device)
-    print(f"source {cfg.source}: {len(source)} images | target {cfg.target}: {len(target)} train, "
-          f"{len(val)} val | {cfg.backbone} on {device}")
-    fit(model, train_config(cfg, cfg.iterations), source, checkpoint=workdir / "checkpoints" / "warmup.pt",
-        desc="source-only warm-up")
-    res = evaluate(model, val, cfg.image_size, device=device, desc="evaluate target val")
-    print(f"\nTarget val after source-only warm-up ({cfg.iterations} iterations):\n")
-    print(iou_table(names, res["confusion"]))
-    return res
+def region_radius(cfg: RunConfig, mode: str) -> int:
+    """Default radius: RA 8 (17x17 regions, labelable in the browser); PA 8 (suppression, impurity
+    window 17x17 -- the official 32 at 1024x2048 scaled to the embedded 256x512)."""
+    return cfg.region_radius if cfg.region_radius is not None else 8
+
+
+class ActiveSession:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.workdir = Path(cfg.workdir)
+        self.ckpt_dir = self.workdir / "checkpoints"
+        self.cache = self.workdir / "cache"
+        self.db = storage.open_store(self.workdir)
+        prev = storage.last_run(self.db)
+        if prev is not None and not cfg.resume:
+            raise ConfigError(f"{self.workdir} already holds run {prev['id']}: continue it with --resume, or "
+                              "choose another --workdir")
+        if prev is None and cfg.resume:
+            print(f"nothing to resume in {self.workdir}; starting a new run")
+        if cfg.resume and prev is not None:
+            self.run_id = prev["id"]
+            old = json.loads(prev["config"] or "{}")
+            for key in ("budget", "rounds", "strategy", "region_radius", "source", "target", "seed",
+                        "backbone", "image_size", "method"):
+                if key in old and old[key] != cfg.to_dict()[key]:
+                    setattr(cfg, key, tuple(old[key]) if key == "image_size" else old[key])
+        else:
+            self.run_id = storage.start_run(self.db, cfg.to_dict())
+        self.device = resolve_device(cfg.device)
+        self.budget = parse_budget(cfg.budget) if cfg.budget else None
+        self.metrics: list[dict] = []
+
+    # -- steps -------------------------------------------------------------------------------
+    def done(self, step: str) -> bool:
+        return storage.step_done(self.db, self.run_id, step)
+
+    def mark(self, step: str) -> None:
+        storage.mark_step(self.db, self.run_id, step)
+
+    def setup(self):
+        self.source, self.target, self.val = load_data(self.cfg)
+        self.names = self.val.label_space.names
+        self.model = build_model(self.cfg, self.val.label_space.num_classes)
+        if not self.done("data"):
+            rows = []
+            for i, name in enumerate(self.target.names):
+                h, w = self.target[i]["label"].shape
+                rows.append(dict(name=name, domain="target", split="train", path="", height=h, width=w))
+            storage.add_images(self.db, rows)
+            self.mark("data")
+        print(f"source {self.cfg.source}: {len(self.source)} images | target {self.cfg.target}: "
+              f"{len(self.target)} train, {len(self.val)} val | {self.cfg.backbone} on {self.device}")
+
+    def warmup(self):
+        ck = self.ckpt_dir / "warmup.pt"
+        if self.done("warmup"):
+            self.model.load_state_dict(load_checkpoint(ck)["model"])
+        else:
+            fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
+                desc="source-only warm-up")
+            storage.add_checkpoint(self.db, self.run_id, "warmup", str(ck))
+            self.mark("warmup")
+        self.evaluate(0, "warm-up")
+
+    def evaluate(self, rnd: int, what: str) -> float:
+        step = f"round{rnd}.eval"
+        if self.done(step):
+            row = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
+            return float(row.get("miou", float("nan")))
+        t0 = time.time()
+        res = evaluate(self.model, self.val, self.cfg.image_size, device=self.device, desc=f"evaluate ({what})")
+        storage.add_metric(self.db, self.run_id, rnd, "miou", res["miou"])
+        storage.add_metric(self.db, self.run_id, rnd, "iou", [None if np.isnan(v) else float(v) for v in res["iou"]])
+        storage.add_metric(self.db, self.run_id, rnd, "labeled_pct", self.labeled_pct())
+        storage.add_metric(self.db, self.run_id, rnd, "eval_seconds", time.time() - t0)
+        self.mark(step)
+        print(f"\nTarget val after {what}:\n\n{iou_table(self.names, res['confusion'])}\n")
+        return res["miou"]
+
+    def labeled_pct(self) -> float:
+        """Budget spent: pixels inside answered queries, as % of all target-train pixels."""
+        area = self.db.execute(
+            "SELECT coalesce(sum(CASE WHEN kind = 'region' THEN (y1 - y0) * (x1 - x0) ELSE 1 END), 0) "
+            "FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.status = 'done'",
+            [self.run_id]).fetchone()[0]
+        total = self.db.execute("SELECT sum(height * width) FROM images WHERE domain = 'target'").fetchone()[0]
+        return 100.0 * area / max(total or 1, 1)
+
+    # -- one round ---------------------------------------------------------------------------
+    def score_and_select(self, rnd: int, round_id: int) -> None:
+        """Score every target-train image with the current model and add this round's queries;
+        also caches prediction, score and CRA entropy maps for the annotator."""
+        step = f"round{rnd}.score"
+        if self.done(step):
+            return
+        mode = self.budget.mode
+        radius = region_radius(self.cfg, mode)
+        out = self.cache / f"round{rnd}"
+        out.mkdir(parents=True, exist_ok=True)
+        stats = ClassEntropyStats(self.val.label_space.num_classes)
+        self.model.eval()
+        from core.evaluate import predict_logits
+
+        for i in tqdm(range(len(self.target)), desc=f"round {rnd}: score + select", dynamic_ncols=True):
+            s = self.target[i]
+            H, W = s["label"].shape
+            n = queries_per_round(self.budget, H, W, self.cfg.rounds, radius)[rnd - 1]
+            logits = predict_logits(self.model, s["image"], self.cfg.image_size, (H, W), device=self.device)
+            prob = logits.softmax(0).cpu().numpy().astype(np.float32)
+            labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
+            if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
+                labeled |= self.queried_mask(s["name"], H, W)
+            rng = np.random.default_rng([self.cfg.seed, rnd, i])
+            res = acquire(prob, labeled, n, self.cfg.strategy, mode, radius, rng=rng)
+            picks = []
+            for y, x in res["picks"]:
+                if mode == "region":
+                    picks.append((max(0, y - radius), max(0, x - radius), min(H, y + radius + 1),
+                                  min(W, x + radius + 1), float(res["score"][y, x])))
+                else:
+                    picks.append((int(y), int(x), float(res["score"][y, x])))
+            storage.add_queries(self.db, round_id, s["name"], mode, picks)
+            stats.update(prob)
+            np.savez_compressed(out / f"{s['name']}.npz", pred=prob.argmax(0).astype(np.uint8),
+                                score=res["score"].astype(np.float16),
+                                entropy=cra_entropy(prob).astype(np.float16))
+        (out / "cra_thresholds.json").write_text(json.dumps(np.nan_to_num(stats.class_thresholds(), nan=-1).tolist()))
+        self.model.train()
+        self.mark(step)
+
+    def queried_mask(self, name: str, H: int, W: int) -> np.ndarray:
+        m = np.zeros((H, W), bool)
+        for q in self.db.query("SELECT q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x FROM queries q JOIN images i "
+                               "ON i.id = q.image WHERE i.name = ? AND q.status = 'done'", [name]):
+            if q["kind"] == "region":
+                m[q["y0"]:q["y1"], q["x0"]:q["x1"]] = True
+            else:
+                m[q["y"], q["x"]] = True
+        return m
+
+    def annotate(self, rnd: int, round_id: int) -> None:
+        step = f"round{rnd}.annotate"
+        if self.done(step):
+            return
+        if self.cfg.oracle:
+            index = {n: i for i, n in enumerate(self.target.names)}
+            answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"])
+        else:
+            from app.annotate import wait_for_round
+
+            wait_for_round(self, rnd, round_id)
+        self.mark(step)
+
+    def retrain(self, rnd: int) -> None:
+        step = f"round{rnd}.train"
+        ck = self.ckpt_dir / f"round{rnd}.pt"
+        if self.done(step):
+            self.model.load_state_dict(load_checkpoint(ck)["model"])
+            return
+        masks = {}
+        for i, name in enumerate(self.target.names):
+            img = storage.get_image(self.db, name)
+            masks[i] = storage.label_mask(self.db, name, img["height"], img["width"])
+        fit(self.model, train_config(self.cfg, self.cfg.round_iterations), self.source, target=self.target,
+            target_labels=lambda i, s: masks[i], methods=build_methods(self.cfg.method), checkpoint=ck,
+            desc=f"round {rnd}: train")
+        storage.add_checkpoint(self.db, self.run_id, step, str(ck))
+        self.mark(step)
+
+    def resume_model(self) -> None:
+        """Load the newest completed training step's weights (warm-up or a round)."""
+        for rnd in range(self.cfg.rounds, 0, -1):
+            if self.done(f"round{rnd}.train"):
+                self.model.load_state_dict(load_checkpoint(self.ckpt_dir / f"round{rnd}.pt")["model"])
+                return
+
+    def rounds(self) -> None:
+        rows = []
+        self.resume_model()
+        for rnd in range(1, self.cfg.rounds + 1):
+            t0 = time.time()
+            round_id = storage.add_round(self.db, self.run_id, rnd, budget=str(self.budget), strategy=self.cfg.strategy)
+            if self.done(f"round{rnd}.train"):
+                miou = self.evaluate(rnd, f"round {rnd}")
+                rows.append((rnd, self.labeled_pct(), miou, None))
+                continue
+            self.score_and_select(rnd, round_id)
+            self.annotate(rnd, round_id)
+            self.retrain(rnd)
+            miou = self.evaluate(rnd, f"round {rnd}")
+            storage.set_round_status(self.db, round_id, "done")
+            rows.append((rnd, self.labeled_pct(), miou, time.time() - t0))
+            print(round_table(rows, self.budget, self.cfg))
+        self.metrics = rows
+
+
+def round_table(rows, budget, cfg) -> str:
+    out = [f"\nRounds ({cfg.strategy}, {budget}, radius {region_radius(cfg, budget.mode)}):\n",
+           "| round | labeled pixels (% of target) | mIoU | seconds |", "|---:|---:|---:|---:|"]
+    for r, pct, miou, sec in rows:
+        out.append(f"| {r} | {pct:.3f} | {miou:.1f} | {'-' if sec is None else f'{sec:.0f}'} |")
+    return "\n".join(out)
+
+
+def run(cfg: RunConfig) -> ActiveSession:
+    s = ActiveSession(cfg)
+    s.setup()
+    s.warmup()
+    if s.budget is not None:
+        s.rounds()
+    storage.set_run_status(s.db, s.run_id, "done")
+    return s
