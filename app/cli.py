@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.config import ConfigError, RunConfig, parse_size
+from app.config import ConfigError, RunConfig, parse_counts, parse_size
 
 EPILOG = """examples:
   python launch.py                                   embedded data, source-only warm-up, evaluation
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: %(default)s)")
     data.add_argument("--target", default=d.target, help="target: synthcity | cityscapes:PATH | folder:PATH "
                       "(default: %(default)s)")
+    data.add_argument("--synth-size", default="x".join(map(str, d.synth_size)), help="embedded benchmark: "
+                      "stored image size HxW (default: %(default)s)")
+    data.add_argument("--synth-counts", default=",".join(map(str, d.synth_counts)), help="embedded benchmark: "
+                      "SOURCE,TRAIN,VAL image counts (default: %(default)s)")
     data.add_argument("--skip-bad", action="store_true", help="skip and report corrupt dataset files instead "
                       "of stopping")
     al = p.add_argument_group("active learning")
@@ -81,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed,
                      iterations=a.iterations, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
-                     weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size),
-                     source=a.source, target=a.target, skip_bad=a.skip_bad, budget=a.budget, rounds=a.rounds,
+                     weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size, "--image-size"),
+                     source=a.source, target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
+                     synth_counts=parse_counts(a.synth_counts), budget=a.budget, rounds=a.rounds,
                      strategy=a.strategy, region_radius=a.region_radius, round_iterations=a.round_iterations,
                      method=a.method, oracle=a.oracle, resume=a.resume)
 

@@ -27,6 +27,8 @@ class RunConfig:
     batch_size: int = 2
     lr: float = 2.5e-4
     skip_bad: bool = False
+    synth_size: tuple[int, int] = (256, 512)   # embedded benchmark: stored size (H, W)
+    synth_counts: tuple[int, int, int] = (600, 300, 100)   # source, target train, target val images
     # active learning (used from the active-loop issue on)
     budget: str | None = None
     rounds: int = 5
@@ -41,15 +43,26 @@ class RunConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str, what: str = "--image-size") -> tuple[int, int]:
     """'128x256' (H x W) -> (128, 256)."""
     try:
         h, w = (int(v) for v in str(text).lower().split("x"))
     except ValueError:
-        raise ConfigError(f"--image-size must look like HxW, e.g. 128x256 (got {text!r})") from None
+        raise ConfigError(f"{what} must look like HxW, e.g. 128x256 (got {text!r})") from None
     if h < 32 or w < 32 or h % 8 or w % 8:
-        raise ConfigError(f"--image-size {text}: both sides must be multiples of 8 and at least 32")
+        raise ConfigError(f"{what} {text}: both sides must be multiples of 8 and at least 32")
     return h, w
+
+
+def parse_counts(text: str) -> tuple[int, int, int]:
+    """'600,300,100' -> (600, 300, 100)."""
+    try:
+        c = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        c = ()
+    if len(c) != 3 or min(c) < 1:
+        raise ConfigError(f"--synth-counts must be three positive integers SOURCE,TRAIN,VAL (got {text!r})")
+    return c
 
 
 def validate(cfg: RunConfig) -> RunConfig:

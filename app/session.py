@@ -33,8 +33,10 @@ def load_data(cfg: RunConfig):
     common = dict(cache_dir=cfg.cache_dir, skip_bad=cfg.skip_bad)
     src_kind, _ = parse_dataset_spec(cfg.source)
     tgt_kind, _ = parse_dataset_spec(cfg.target)
-    src_kw = {"seed": cfg.seed} if src_kind == "synthcity" else {}
-    tgt_kw = {"seed": cfg.seed} if tgt_kind == "synthcity" else {}
+    synth = {"seed": cfg.seed, "size": tuple(cfg.synth_size),
+             "counts": dict(zip(("source", "target_train", "target_val"), cfg.synth_counts))}
+    src_kw = dict(synth) if src_kind == "synthcity" else {}
+    tgt_kw = dict(synth) if tgt_kind == "synthcity" else {}
     if src_kind == "synthia" and tgt_kind == "cityscapes":
         tgt_kw["label_space"] = SYNTHIA16   # evaluate the 16 shared classes (+ mIoU* over 13)
     source = build_dataset(cfg.source, "source", "train", **common, **src_kw)
@@ -75,11 +77,10 @@ class ActiveSession:
             print(f"nothing to resume in {self.workdir}; starting a new run")
         if cfg.resume and prev is not None:
             self.run_id = prev["id"]
-            old = json.loads(prev["config"] or "{}")
-            for key in ("budget", "rounds", "strategy", "region_radius", "source", "target", "seed",
-                        "backbone", "image_size", "method"):
-                if key in old and old[key] != cfg.to_dict()[key]:
-                    setattr(cfg, key, tuple(old[key]) if key == "image_size" else old[key])
+            old = prev["config"] if isinstance(prev["config"], dict) else json.loads(prev["config"] or "{}")
+            for key, value in old.items():   # continue the run as it was configured
+                if key not in ("workdir", "cache_dir", "device", "resume") and hasattr(cfg, key):
+                    setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
         else:
             self.run_id = storage.start_run(self.db, cfg.to_dict())
         self.device = resolve_device(cfg.device)

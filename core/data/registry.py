@@ -61,7 +61,7 @@ def build_dataset(spec: str, role: str, split: str = "train", cache_dir=None, sk
             from core.data.synthcity import SynthCity, ensure_synthcity
         except ImportError as e:
             raise DatasetError(f"the embedded synthcity dataset is not available ({e})") from None
-        gen = {k: kw.pop(k) for k in ("seed", "size") if k in kw}
+        gen = {k: kw.pop(k) for k in ("seed", "size", "counts") if k in kw}
         root = ensure_synthcity(path if path is not None else cache_dir, **gen)
         return SynthCity(root, role, split, **kw)
 

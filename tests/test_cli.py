@@ -1,0 +1,136 @@
+"""The command line end to end: error paths (one line, exit 2) and tiny real runs of the loop."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--synth-size", "64x128", "--synth-counts", "6,6,4", "--image-size", "64x128", "--output-stride", "16",
+        "--iterations", "3", "--round-iterations", "2", "--device", "cpu"]
+
+
+def launch(args, cache, timeout=600, **kw):
+    env = {**os.environ, "SEGSTUDIO_CACHE": str(cache), "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=kw.get("cwd", ROOT))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--backbone", "no_such_net"], "unknown backbone"),
+    (["--iterations", "-1"], "--iterations must be 0 or more"),
+    (["--no-such-option"], "unrecognized arguments"),
+    (["--budget", "40pz"], "invalid budget"),
+    (["--budget=-1%"], "invalid budget"),
+    (["--budget", "120%"], "invalid budget"),
+    (["--budget", "0px"], "invalid budget"),
+    (["--budget", "2.2"], "invalid budget"),
+    (["--backbone", "resnet101"], "needs --weights"),
+    (["--weights", "/nonexistent/w.pth"], "file not found"),
+    (["--image-size", "12x7"], "--image-size"),
+    (["--method", "nope"], "unknown method"),
+])
+def test_user_mistakes_print_one_line_and_exit_2(tmp_path, capsys, args, msg):
+    from app.cli import main
+
+    try:
+        rc = main(["--workdir", str(tmp_path / "w"), *args])
+    except SystemExit as e:   # argparse's own errors exit from inside parse_args
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and msg in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_unwritable_workdir_in_a_real_process(tmp_path, cache):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = launch(["--workdir", str(blocker / "w")], cache, timeout=120)
+    assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_documents_every_option(cache):
+    r = launch(["--help"], cache, timeout=60)
+    assert r.returncode == 0
+    for opt in ("--workdir", "--device", "--iterations", "--seed", "--backbone", "--weights", "--image-size",
+                "--budget", "--rounds", "--strategy", "--region-radius", "--oracle", "--resume"):
+        assert opt in r.stdout
+
+
+def _labeled(workdir):
+    con = sqlite3.connect(workdir / "project.db")
+    n = con.execute("SELECT count(*), coalesce(sum((y1-y0)*(x1-x0)), 0) FROM queries WHERE status='done'").fetchone()
+    con.close()
+    return n
+
+
+def test_region_budget_oracle_run_end_to_end(tmp_path, cache):
+    w = tmp_path / "ra"
+    r = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle", "--rounds", "2",
+                "--region-radius", "1"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| round | labeled pixels (% of target) | mIoU | seconds |" in r.stdout
+    assert "| **mIoU** |" in r.stdout
+    n, area = _labeled(w)
+    # 2.2% of 64x128 = 180 px = 20 3x3 regions per image, over 6 images (border clipping may lose a few)
+    assert n == 6 * round(64 * 128 * 0.022 / 9)
+    assert 0.9 * 6 * 180 <= area <= 6 * 180 + 9
+    assert (w / "checkpoints" / "round2.pt").exists()
+    # a second plain run refuses to overwrite; --resume of a finished run does nothing new
+    again = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle"], cache)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_pixel_budget_oracle_run(tmp_path, cache):
+    w = tmp_path / "pa"
+    r = launch([*TINY, "--workdir", str(w), "--budget", "40px", "--oracle", "--rounds", "2",
+                "--region-radius", "2", "--strategy", "ent"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    con = sqlite3.connect(w / "project.db")
+    per_image = con.execute("SELECT count(*) FROM queries WHERE kind='pixel' AND status='done' GROUP BY image").fetchall()
+    assert [c for (c,) in per_image] == [40] * 6
+
+
+def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache):
+    args = [*TINY, "--budget", "2.2%", "--oracle", "--rounds", "3", "--region-radius", "1",
+            "--round-iterations", "6"]
+    ref = tmp_path / "ref"
+    assert launch([*args, "--workdir", str(ref)], cache).returncode == 0
+    w = tmp_path / "killed"
+    env = {**os.environ, "SEGSTUDIO_CACHE": str(cache), "OMP_NUM_THREADS": "2"}
+    p = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, "--workdir", str(w)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:   # kill once round 2's queries exist but before it has finished
+            time.sleep(0.05)
+            if (w / "project.db").exists():
+                try:
+                    con = sqlite3.connect(w / "project.db", timeout=1)
+                    row = con.execute("SELECT count(*) FROM steps WHERE name = 'round2.score'").fetchone()
+                    con.close()
+                except sqlite3.Error:
+                    continue
+                if row[0]:
+                    break
+        assert p.poll() is None, "the run ended before it could be killed"
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait()
+    con = sqlite3.connect(w / "project.db")
+    assert con.execute("SELECT count(*) FROM steps WHERE name = 'round3.train'").fetchone()[0] == 0
+    con.close()
+    r = launch([*args, "--workdir", str(w), "--resume"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _labeled(w) == _labeled(ref)
