@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: %(default)s)")
     data.add_argument("--target", default=d.target, help="target: synthcity | cityscapes:PATH | folder:PATH "
                       "(default: %(default)s)")
+    data.add_argument("--source-size", default=None, help="real source images are resized to HxW (default: the "
+                      "papers': GTA5 720x1280, SYNTHIA 760x1280)")
+    data.add_argument("--target-size", default=None, help="real target images are resized to HxW (default: "
+                      "Cityscapes 512x1024; labels stay at full resolution for evaluation and budgets)")
     data.add_argument("--synth-size", default="x".join(map(str, d.synth_size)), help="embedded benchmark: "
                       "stored image size HxW (default: %(default)s)")
     data.add_argument("--synth-counts", default=",".join(map(str, d.synth_counts)), help="embedded benchmark: "
@@ -87,7 +91,9 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
                      iterations=a.iterations, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
                      weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size, "--image-size"),
                      source=a.source, target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
-                     synth_counts=parse_counts(a.synth_counts), budget=a.budget, rounds=a.rounds,
+                     synth_counts=parse_counts(a.synth_counts),
+                     source_size=a.source_size and parse_size(a.source_size, "--source-size"),
+                     target_size=a.target_size and parse_size(a.target_size, "--target-size"), budget=a.budget, rounds=a.rounds,
                      strategy=a.strategy, region_radius=a.region_radius, round_iterations=a.round_iterations,
                      method=a.method, oracle=a.oracle, resume=a.resume)
 

@@ -27,6 +27,8 @@ class RunConfig:
     batch_size: int = 2
     lr: float = 2.5e-4
     skip_bad: bool = False
+    source_size: tuple[int, int] | None = None   # real datasets: image size (H, W); None = the papers'
+    target_size: tuple[int, int] | None = None
     synth_size: tuple[int, int] = (256, 512)   # embedded benchmark: stored size (H, W)
     synth_counts: tuple[int, int, int] = (600, 300, 100)   # source, target train, target val images
     # active learning (used from the active-loop issue on)

@@ -35,14 +35,44 @@ def load_data(cfg: RunConfig):
     tgt_kind, _ = parse_dataset_spec(cfg.target)
     synth = {"seed": cfg.seed, "size": tuple(cfg.synth_size),
              "counts": dict(zip(("source", "target_train", "target_val"), cfg.synth_counts))}
-    src_kw = dict(synth) if src_kind == "synthcity" else {}
-    tgt_kw = dict(synth) if tgt_kind == "synthcity" else {}
+    src_kw = dict(synth) if src_kind == "synthcity" else ({"size": cfg.source_size} if cfg.source_size else {})
+    tgt_kw = dict(synth) if tgt_kind == "synthcity" else ({"size": cfg.target_size} if cfg.target_size else {})
+    if tgt_kind == "cityscapes":
+        tgt_kw["label_size"] = "full"      # evaluate and budget at the labels' own resolution
     if src_kind == "synthia" and tgt_kind == "cityscapes":
         tgt_kw["label_space"] = SYNTHIA16   # evaluate the 16 shared classes (+ mIoU* over 13)
     source = build_dataset(cfg.source, "source", "train", **common, **src_kw)
     target = build_dataset(cfg.target, "target", "train", **common, **tgt_kw)
     val = build_dataset(cfg.target, "target", "val", **common, **tgt_kw)
+    if source.label_space.names != target.label_space.names:
+        source = Relabeled(source, target.label_space)
     return source, target, val
+
+
+class Relabeled:
+    """A source dataset seen in the target's label space: classes matched by name, others -> 255
+    (e.g. GTA5's Cityscapes-19 labels for a folder target with its own classes.json)."""
+
+    def __init__(self, dataset, label_space):
+        from core.data.base import DatasetError
+
+        self.dataset, self.label_space, self.names = dataset, label_space, dataset.names
+        to = {n: i for i, n in enumerate(label_space.names)}
+        self.lut = np.full(256, 255, np.uint8)
+        for c in dataset.label_space.classes:
+            if c.name in to:
+                self.lut[c.train_id] = to[c.name]
+        if (self.lut[:dataset.label_space.num_classes] == 255).all():
+            raise DatasetError(f"the source classes ({', '.join(dataset.label_space.names[:5])}, ...) share no "
+                               f"class name with the target's ({', '.join(label_space.names[:5])}, ...)")
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        s = dict(self.dataset[i])
+        s["label"] = self.lut[s["label"]]
+        return s
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> Segmentor:
@@ -132,6 +162,11 @@ class ActiveSession:
         storage.add_metric(self.db, self.run_id, rnd, "eval_seconds", time.time() - t0)
         self.mark(step)
         print(f"\nTarget val after {what}:\n\n{iou_table(self.names, res['confusion'])}\n")
+        ls = self.val.label_space
+        if ls.mIoU13:   # SYNTHIA protocol: also the 13-class mIoU*
+            star = mean_iou(res["confusion"], [ls.names.index(n) for n in ls.mIoU13])
+            storage.add_metric(self.db, self.run_id, rnd, "miou13", star)
+            print(f"mIoU* (13 classes): {star:.1f}\n")
         return res["miou"]
 
     def labeled_pct(self) -> float:

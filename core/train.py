@@ -1,5 +1,6 @@
 """The one training loop. Read top to bottom: setup, then `for it in range(...)`: batches, losses,
-step, hooks, checkpoint. Source CE + (optional) target CE on active labels + method losses.
+step, hooks, checkpoint. Source CE + (optional) target CE on active labels + (optional) mixed-image
+CE on pseudo-labels + method losses.
 
 Runs on CPU by default, CUDA (+ autocast) when asked or available, and under ``torchrun`` with
 DistributedDataParallel (gloo on CPU, nccl on GPU): each rank draws its own batches, gradients are
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.data.transforms import TrainView
+from core.methods.services import make_pseudo_labels
 
 
 @dataclass
@@ -38,6 +40,7 @@ class TrainConfig:
     amp: bool = True                 # autocast on CUDA only (bf16 on CPU is far slower here)
     checkpoint_every: int = 200
     freeze_bn: bool = True           # the papers freeze BatchNorm (batch 2 per domain)
+    grad_clip: float | None = None   # clip the gradient norm (None: off, as in the papers)
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Context:
     device: torch.device
     iteration: int = 0
     services: dict = field(default_factory=dict)   # shared services (EMA teacher, class stats)
+    source: object = None                           # the datasets (class statistics, prior estimates)
+    target: object = None
 
     @staticmethod
     def upsample(logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -127,7 +132,9 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
 
     ``source``: a labeled dataset (core/data/base.py contract). ``target``: optional unlabeled dataset;
     ``target_labels(i, sample) -> uint8 (H,W)`` gives its active labels (255 = unlabeled), which are
-    supervised with CE. ``methods``: core.methods.Method objects whose hooks add losses.
+    supervised with CE; without it the target is unlabeled (its dataset labels are never used).
+    ``methods``: core.methods.Method objects whose hooks add losses (core/methods/base.py).
+    Post-hoc stages are not run here: call ``core.methods.run_stages`` after fit.
     Returns {"iterations", "seconds", "losses": last smoothed loss terms}.
     """
     rank, world = init_distributed()
@@ -137,7 +144,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     model.train()
     if cfg.freeze_bn:
         freeze_batchnorm(model)
-    ctx = Context(model=model, cfg=cfg, device=device)
+    ctx = Context(model=model, cfg=cfg, device=device, source=source, target=target)
     for m in methods:
         m.setup(ctx)
 
@@ -165,7 +172,9 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     src = batches(TrainView(source, cfg.image_size, cfg.flip), cfg.batch_size, cfg.seed * 7919 + rank + start)
     tgt = None
     if target is not None:
-        tgt = batches(TrainView(target, cfg.image_size, cfg.flip, labels=target_labels),
+        if target_labels is None:   # pure UDA: no active labels (never the target's ground truth)
+            target_labels = _no_labels
+        tgt = batches(TrainView(target, cfg.image_size, cfg.flip, labels=target_labels, keep_label_size=True),
                       cfg.batch_size, cfg.seed * 104729 + rank + start)
     ce = nn.CrossEntropyLoss(ignore_index=255)
     smooth: dict[str, float] = {}
@@ -179,12 +188,13 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         bt = None
         if tgt is not None:
             bt = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(tgt).items()}
-            for m in methods:
-                bt = m.mix(ctx, bs, bt)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             terms: dict[str, torch.Tensor] = {}
             out_s = net(bs["image"])
-            terms["ce_s"] = ce(ctx.upsample(out_s.logits, bs["label"]).float(), bs["label"])
+            logits_s = out_s.logits
+            for m in methods:
+                logits_s = m.source_logits(ctx, logits_s)      # FADA temperature, CR logit adjustment
+            terms["ce_s"] = ce(ctx.upsample(logits_s, bs["label"]).float(), bs["label"])
             for m in methods:
                 terms.update(m.source_loss(ctx, bs, out_s))
             out_t = None
@@ -193,11 +203,24 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
                 logits_t = ctx.upsample(out_t.logits, bt["label"]).float()
                 # active labels: mean CE over labeled pixels; zero (but in the graph) when none
                 terms["ce_t"] = ce(logits_t, bt["label"]) if (bt["label"] != 255).any() else logits_t.sum() * 0
+                if any(m.needs_pseudo_labels for m in methods):
+                    # teacher (if any) or detached student; active labels override pseudo-labels
+                    bt["pseudo"] = make_pseudo_labels(ctx, bt, out_t)
+                    for m in methods:
+                        bt["pseudo"] = m.refine_pseudo_labels(ctx, bt, bt["pseudo"])
+                mixed = next((mb for m in methods if (mb := m.mix(ctx, bs, bt)) is not None), None)
+                if mixed is not None:   # e.g. ClassMix (DACS): weighted CE on the mixed image
+                    logits_m = ctx.upsample(net(mixed["image"]).logits, mixed["label"]).float()
+                    ce_m = F.cross_entropy(logits_m, mixed["label"], ignore_index=255, reduction="none")
+                    terms["ce_mix"] = (ce_m * mixed["weight"]).mean()
                 for m in methods:
                     terms.update(m.target_loss(ctx, bt, out_t))
             loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(opt)
         scaler.update()
         for m in methods:
@@ -216,6 +239,10 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
                                    "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
     bar.close()
     return {"iterations": cfg.iterations, "seconds": time.time() - t0, "losses": smooth}
+
+
+def _no_labels(i: int, sample: dict) -> np.ndarray:
+    return np.full(sample["image"].shape[:2], 255, np.uint8)
 
 
 def _plain(cfg: TrainConfig) -> dict:

@@ -134,3 +134,30 @@ def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache
     r = launch([*args, "--workdir", str(w), "--resume"], cache)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _labeled(w) == _labeled(ref)
+
+
+def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tmp_path, cache):
+    from tests.fixtures_datasets import make_cityscapes, make_folder, make_gta5
+
+    gta = make_gta5(tmp_path / "gta5", n=4, size=(40, 72))
+    cs = make_cityscapes(tmp_path / "cityscapes", n_train=3, n_val=2, size=(64, 128))
+    small = ["--image-size", "32x64", "--output-stride", "16", "--iterations", "2", "--round-iterations", "2",
+             "--source-size", "40x72", "--target-size", "32x64", "--budget", "2.2%", "--oracle", "--rounds", "1",
+             "--region-radius", "1", "--device", "cpu"]
+    r = launch(["--source", f"gta5:{gta}", "--target", f"cityscapes:{cs}", "--workdir", str(tmp_path / "w1"),
+                *small], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    con = sqlite3.connect(tmp_path / "w1" / "project.db")
+    # budgets live at the labels' full resolution (64x128), not the 32x64 training size
+    assert con.execute("SELECT min(height), min(width) FROM images").fetchone() == (64, 128)
+    assert con.execute("SELECT count(*) FROM queries WHERE status='done'").fetchone()[0] == 3 * round(64 * 128 * 0.022 / 9)
+    con.close()
+
+    folder = make_folder(tmp_path / "team", n=4, classes=["road", "building", "sky", "car"], size=(32, 64),
+                         split=None)
+    r = launch(["--source", f"gta5:{gta}", "--target", f"folder:{folder}", "--workdir", str(tmp_path / "w2"),
+                *small], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| car |" in r.stdout and "| person |" not in r.stdout   # the folder's own label space
+    bad = launch(["--source", f"gta5:{tmp_path / 'missing'}", "--workdir", str(tmp_path / "w3")], cache, timeout=120)
+    assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr

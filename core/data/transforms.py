@@ -31,9 +31,11 @@ class TrainView:
     """A dataset view resized to the training size, with optional horizontal flip and per-image
     label override (active labels). Returns {"image": uint8 (3,h,w), "label": int64 (h,w), "index"}."""
 
-    def __init__(self, dataset, size: tuple[int, int], flip: bool = False, labels=None):
+    def __init__(self, dataset, size: tuple[int, int], flip: bool = False, labels=None, keep_label_size=False):
         self.dataset, self.size, self.flip = dataset, tuple(size), flip
         self.labels = labels  # callable(i, sample) -> uint8 label (H,W), or None = dataset label
+        # keep labels at their stored size (active labels: a resize would drop labeled pixels)
+        self.keep_label_size = keep_label_size
 
     def __len__(self):
         return len(self.dataset)
@@ -42,7 +44,8 @@ class TrainView:
         s = self.dataset[i]
         lab = s["label"] if self.labels is None else self.labels(i, s)
         img = resize_image(s["image"], self.size)
-        lab = resize_label(lab, self.size)
+        if not self.keep_label_size:
+            lab = resize_label(lab, self.size)
         depth = s.get("depth")
         if depth is not None:
             depth = cv2.resize(depth, self.size[::-1], interpolation=cv2.INTER_NEAREST)

@@ -3,38 +3,79 @@
 A method overrides only the hooks it needs; every hook has a no-op default. Per iteration the
 loop calls, in order::
 
-    batch_t = m.mix(ctx, batch_s, batch_t)                 # e.g. ClassMix (DACS)
-    out_s = model(x_s); loss = CE(out_s, y_s) + sum(m.source_loss(ctx, batch_s, out_s))
-    out_t = model(x_t); loss += CE on active labels + sum(m.target_loss(ctx, batch_t, out_t))
+    out_s = model(x_s)
+    loss  = CE(m.source_logits(out_s.logits), y_s) + sum(m.source_loss(ctx, batch_s, out_s))
+    out_t = model(x_t); loss += CE on active labels (batch_t["label"] != 255)
+    if any(m.needs_pseudo_labels):                         # teacher (if any) or the detached student
+        batch_t["pseudo"] = PseudoLabel(...)               # active labels override pseudo-labels
+        batch_t["pseudo"] = m.refine_pseudo_labels(ctx, batch_t, batch_t["pseudo"])   # IA, CRA trust, ...
+    mixed = m.mix(ctx, batch_s, batch_t)                   # first non-None (ClassMix of DACS)
+    if mixed: loss += mean(weight * CE(model(mixed image), mixed label))
+    loss += sum(m.target_loss(ctx, batch_t, out_t))
     backward, optimizer step
-    m.adversary_step(ctx, batch_s, batch_t, out_s, out_t)  # discriminator update (AdvEnt, FADA)
+    m.adversary_step(ctx, batch_s, batch_t, out_s, out_t)  # discriminator update (AdvEnt, FADA, CRA)
     m.after_step(ctx)                                      # e.g. EMA teacher update
 
-``adjust_logits`` (label-shift IA) is applied wherever predictions are made from logits; ``stage``
-is a post-hoc step (CR, CRA stage, self-distillation) run after fit. Losses are returned as a
-dict name -> scalar tensor so the loop can log each term. ``ctx`` is a core.train.Context.
+``adjust_logits`` (label-shift IA) is applied wherever predictions are made from logits (pass
+``core.methods.compose_adjust(methods)`` to ``core.evaluate.evaluate(adjust=...)``); ``stage`` is a
+post-hoc step (CR, CRA stage, prior estimation for IA) run after fit by ``core.methods.run_stages``
+for methods with ``post_hoc = True`` (or given after '>' in a spec). Losses are returned as a dict
+name -> scalar tensor so the loop can log each term. ``ctx`` is a core.train.Context.
+
+Shared services (one EMA teacher, class statistics) live in ``ctx.services`` and are created on
+demand by core/methods/services.py; a method never owns a private copy of them.
+
+Composition rule (checked by ``core.methods.build_methods``): ``exclusive`` names the roles a method
+takes that at most one method of a composition may take (``ROLES`` below says why); ``conflicts``
+names specific other methods it cannot run with. Everything else composes (RIPU's losses, MinEnt,
+IA, CR compose with every method).
 """
 from __future__ import annotations
 
 import torch
 
+# role -> why two methods cannot both take it (the ValueError's wording: "both <why>")
+ROLES = {
+    "generator_adversary": "train the segmentor against their own discriminator (one adversarial "
+                           "alignment per stage; run the second one as a stage: 'a>b')",
+    "mix": "replace the mixed-image batch (only one mixing per iteration)",
+    "label_shift": "correct the label shift (IA on top of CR would add log(pi_t/pi_s) twice)",
+}
+
 
 class Method:
     name = "base"
+    exclusive: frozenset = frozenset()   # roles from ROLES this method takes
+    conflicts: tuple = ()                # names of methods it cannot be combined with
+    needs_pseudo_labels = False          # the loop builds batch_t["pseudo"] when any method sets this
+    post_hoc = False                     # run_stages() calls stage() after fit
+    order = 50                           # build_methods sorts a composition by it (stable): hooks run in
+                                         # that order, e.g. IA (10) adjusts pseudo-labels before CRA (80) splits them
 
     def setup(self, ctx) -> None:
         """Called once before the first iteration (create discriminators, teachers, optimizers)."""
 
-    def mix(self, ctx, batch_s: dict, batch_t: dict) -> dict:
-        return batch_t
+    def source_logits(self, ctx, logits: torch.Tensor) -> torch.Tensor:
+        """Logits the loop's source CE is computed on (FADA: tempered; CR stage: logit-adjusted)."""
+        return logits
 
     def source_loss(self, ctx, batch: dict, out) -> dict[str, torch.Tensor]:
         return {}
+
+    def refine_pseudo_labels(self, ctx, batch_t: dict, pl):
+        """``pl``: core.methods.services.PseudoLabel; return it (modified or new). Keep active pixels."""
+        return pl
+
+    def mix(self, ctx, batch_s: dict, batch_t: dict) -> dict | None:
+        """A mixed batch {"image": (B,3,H,W) uint8 or [0,1] float, "label": (B,H,W) long,
+        "weight": (B,H,W) float} trained with weighted CE by the loop, or None (no mixing)."""
+        return None
 
     def target_loss(self, ctx, batch: dict, out) -> dict[str, torch.Tensor]:
         return {}
 
     def adversary_step(self, ctx, batch_s: dict, batch_t: dict, out_s, out_t) -> dict[str, float]:
+        """After the segmentor's optimizer step; use detached outputs only."""
         return {}
 
     def after_step(self, ctx) -> None:
@@ -43,8 +84,42 @@ class Method:
     def adjust_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
 
+    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress: bool = False,
+              **kwargs) -> dict:
+        """Post-hoc step after fit (``ctx_or_model``: a core.train.Context or the model; ``cfg`` then
+        defaults to ``ctx.cfg``). Trains/updates the model in place; returns a dict of results."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class StageOnly(Method):
+    """A method used only as a post-hoc stage (``'fada>cra'``): no online hooks during fit; its
+    ``stage`` (and test-time ``adjust_logits``) run after fit."""
+
+    post_hoc = True
+
+    def __init__(self, inner: Method):
+        self.inner = inner
+        self.name = f">{inner.name}"
+
+    def adjust_logits(self, logits):
+        return self.inner.adjust_logits(logits)
+
+    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False, **kwargs):
+        return self.inner.stage(ctx_or_model, source, target, cfg=cfg, target_labels=target_labels,
+                                progress=progress, **kwargs)
+
+
+def unpack_stage_args(ctx_or_model, cfg):
+    """(model, cfg, device) from a Context or a bare model (+ cfg, default TrainConfig())."""
+    from core.train import TrainConfig, resolve_device
+
+    if hasattr(ctx_or_model, "model") and hasattr(ctx_or_model, "cfg"):
+        return ctx_or_model.model, cfg or ctx_or_model.cfg, ctx_or_model.device
+    cfg = cfg or TrainConfig()
+    return ctx_or_model, cfg, resolve_device(cfg.device)

@@ -1,0 +1,143 @@
+"""Label-shift correction (Liu et al., CVPR 2022; reference/uda-methods.md M3): classifier
+rectification (``cr``) and inference adjustment (``ia``).
+
+Priors (services.ClassStats): ``pi_s`` from the number of source images containing each class;
+``pi_t`` estimated with the current model on the target pool (``estimate_target_prior``: image i
+contains c if ``log(mean_pixels exp(p_c)) > f_s[c]``, the source pixel frequency of c). Both are
+image counts +1 (a class seen in no image keeps a finite log prior) normalised to sum 1; the
+reference hard-codes GTA/Cityscapes counts, here they are recomputed per dataset (pitfall 10).
+
+* ``ia``: ``adjust_logits(z) = z + log pi_t - log pi_s`` -- at test time (pass
+  ``compose_adjust(methods)`` to ``evaluate(adjust=...)``) and on pseudo-labels during training
+  (``refine_pseudo_labels``, when a composed method makes them). Its ``stage`` (run after fit)
+  re-estimates pi_t with the final model; during training pi_t is estimated lazily with the model
+  of the first iteration that needs it.
+* ``cr``: a post-hoc stage: freeze the encoder (``model.backbone``; BN frozen too) and retrain only
+  the classifier head on source through the one loop with the logit-adjusted CE
+  ``CE(z + log pi_s - log pi_t, y_s)``; test with plain ``z``. It has no online hooks.
+
+``ia`` and ``cr`` are mutually exclusive (both take the "label_shift" role): IA after CR would add
+``log(pi_t/pi_s)`` twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from core.methods.base import Method, unpack_stage_args
+from core.methods.services import class_stats, dataset_class_stats, estimate_target_prior
+
+
+def prior_bias(pi_t, pi_s) -> torch.Tensor:
+    """(C,) ``log pi_t - log pi_s`` (float32)."""
+    return torch.as_tensor(np.log(np.asarray(pi_t, np.float64)) - np.log(np.asarray(pi_s, np.float64)),
+                           dtype=torch.float32)
+
+
+def add_class_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Add a (C,) bias along the class dim of (B,C,H,W) or (C,H,W) logits."""
+    cdim = 1 if logits.dim() == 4 else 0
+    shape = [1] * logits.dim()
+    shape[cdim] = -1
+    return logits + bias.to(logits.device, logits.dtype).view(shape)
+
+
+def estimate_priors(model, source, target, input_size, device, max_images=None):
+    """(pi_s, pi_t, stats) with the current ``model``."""
+    stats = dataset_class_stats(source)
+    stats.target_image_counts = estimate_target_prior(model, target, stats.pixel_freq, input_size, device, max_images)
+    stats.target_num_images = len(target) if max_images is None else min(len(target), max_images)
+    return stats.source_prior, stats.target_prior, stats
+
+
+class InferenceAdjustment(Method):
+    name = "ia"
+    exclusive = frozenset({"label_shift"})
+    post_hoc = True
+    order = 10   # adjust the pseudo-labels before other refiners (CRA) use them
+
+    def __init__(self, pi_s=None, pi_t=None, max_images: int | None = None, refine_pl: bool = True):
+        self.max_images, self.refine_pl = max_images, refine_pl
+        self.bias = None if pi_s is None or pi_t is None else prior_bias(pi_t, pi_s)
+
+    def set_priors(self, pi_s, pi_t) -> None:
+        self.bias = prior_bias(pi_t, pi_s)
+
+    def _estimate(self, ctx):
+        stats = class_stats(ctx)
+        if getattr(ctx, "target", None) is None:
+            raise ValueError("ia: estimating the target prior needs the target dataset (ctx.target)")
+        stats.target_image_counts = estimate_target_prior(ctx.model, ctx.target, stats.pixel_freq,
+                                                          ctx.cfg.image_size, ctx.device, self.max_images)
+        self.set_priors(stats.source_prior, stats.target_prior)
+
+    def refine_pseudo_labels(self, ctx, batch_t, pl):
+        if not self.refine_pl:
+            return pl
+        if self.bias is None:
+            self._estimate(ctx)
+        return pl.relabel(add_class_bias(pl.logits, self.bias))
+
+    def adjust_logits(self, logits):
+        return logits if self.bias is None else add_class_bias(logits, self.bias)
+
+    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False, **kwargs):
+        model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
+        pi_s, pi_t, stats = estimate_priors(model.to(device), source, target, cfg.image_size, device, self.max_images)
+        self.set_priors(pi_s, pi_t)
+        return {"pi_s": pi_s, "pi_t": pi_t, "target_image_counts": stats.target_image_counts}
+
+    def state_dict(self):
+        return {} if self.bias is None else {"bias": self.bias}
+
+    def load_state_dict(self, state):
+        if "bias" in state:
+            self.bias = state["bias"].float()
+
+
+class _LogitAdjustedCE(Method):
+    """CR's training hook: the loop's source CE runs on ``z + log pi_s - log pi_t``."""
+    name = "cr-train"
+
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias
+
+    def source_logits(self, ctx, logits):
+        return add_class_bias(logits, self.bias)
+
+
+class ClassifierRectification(Method):
+    name = "cr"
+    exclusive = frozenset({"label_shift"})
+    post_hoc = True
+
+    def __init__(self, iterations: int | None = None, max_images: int | None = None, pi_s=None, pi_t=None):
+        self.iterations, self.max_images = iterations, max_images
+        self.pi_s, self.pi_t = pi_s, pi_t
+
+    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False,
+              iterations: int | None = None, checkpoint=None, **kwargs):
+        from core.train import fit
+
+        model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
+        model.to(device)
+        pi_s, pi_t = self.pi_s, self.pi_t
+        if pi_s is None or pi_t is None:
+            pi_s, pi_t, _ = estimate_priors(model, source, target, cfg.image_size, device, self.max_images)
+        encoder = getattr(model, "backbone", None)
+        if encoder is None:
+            raise ValueError("cr: the model has no .backbone to freeze")
+        flags = [p.requires_grad for p in encoder.parameters()]
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        n = iterations or self.iterations or cfg.iterations
+        try:
+            res = fit(model, dataclasses.replace(cfg, iterations=n, freeze_bn=True), source, None,
+                      methods=[_LogitAdjustedCE(-prior_bias(pi_t, pi_s))], checkpoint=checkpoint,
+                      progress=progress, desc="cr stage")
+        finally:
+            for p, f in zip(encoder.parameters(), flags):
+                p.requires_grad_(f)
+        return {"pi_s": pi_s, "pi_t": pi_t, **res}

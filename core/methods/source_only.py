@@ -1,0 +1,7 @@
+"""Source-only baseline (reference/uda-methods.md M1): the loop's own source CE (plus the active-label
+CE on the target when labels exist) and nothing else -- no hooks."""
+from core.methods.base import Method
+
+
+class SourceOnly(Method):
+    name = "source_only"
