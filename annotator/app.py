@@ -1,0 +1,454 @@
+"""The annotator page: layout and wiring around the two canvases.
+
+Tabs: Regions (RA canvas), Pixels (PA canvas), Review (approve / reject back to the queue),
+Round (progress, per-annotator counts, finish round -> ``on_finish``, export, metrics plots).
+A header shows the round's progress against its budget and the signed-in annotator.
+
+:func:`build_app` returns the ``gr.Blocks``; :func:`launch` serves it, on 127.0.0.1 unless
+told otherwise, and refuses any other address without ``auth``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import cv2
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+import storage
+from core.data.labels import CITYSCAPES19, IGNORE, SYNTHIA16, LabelSpace
+from annotator.canvas_pixel import pixel_canvas
+from annotator.canvas_region import region_canvas
+from annotator.context import AnnotatorContext, AnnotatorError, review_rows, username
+from annotator.provider import Provider
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+AUTH_MESSAGE = "Sign in with your annotator account."
+SHELL_CSS = """
+#annot-header { padding: 4px 8px; border-radius: 6px; background: #8881; }
+#annot-header p { margin: 2px 0; }
+"""
+
+# --------------------------------------------------------------------------------------------
+# auth
+# --------------------------------------------------------------------------------------------
+
+def _pairs_from_lines(lines: Iterable[str], where: str) -> list[tuple[str, str]]:
+    out = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if ":" not in line:
+            raise AnnotatorError(f"{where} line {n}: expected 'user:password'")
+        user, pw = line.split(":", 1)
+        out.append((user.strip(), pw))
+    return out
+
+
+def parse_auth(auth: Any = None, users_file: str | os.PathLike | None = None):
+    """Normalise an auth spec to what ``gr.Blocks.launch(auth=...)`` takes.
+
+    Accepts: None; a callable ``(user, password) -> bool``; a ``(user, password)`` tuple; a list
+    of tuples or ``"user:password"`` strings; a dict ``{user: password}``; a string
+    ``"u1:p1,u2:p2"``; or a users file (path, or ``users_file=``) with one ``user:password`` per
+    line (``#`` comments). A password written ``sha256:<hex>`` is compared by its SHA-256 hash.
+    Returns None, a callable, or a list of ``(user, password)`` pairs.
+    """
+    pairs: list[tuple[str, str]] = []
+    if users_file is not None:
+        pairs += _read_users_file(users_file)
+    if auth is None:
+        pass
+    elif callable(auth):
+        if pairs:
+            raise AnnotatorError("give either an auth callable or users, not both")
+        return auth
+    elif isinstance(auth, os.PathLike) or (isinstance(auth, str) and os.path.isfile(auth)):
+        pairs += _read_users_file(auth)
+    elif isinstance(auth, str):
+        pairs += _pairs_from_lines(auth.replace(",", "\n").splitlines(), "auth")
+    elif isinstance(auth, dict):
+        pairs += [(str(u), str(p)) for u, p in auth.items()]
+    elif isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(v, str) for v in auth):
+        pairs.append((auth[0], auth[1]))
+    elif isinstance(auth, (list, tuple)):
+        for item in auth:
+            if isinstance(item, str):
+                pairs += _pairs_from_lines([item], "auth")
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                pairs.append((str(item[0]), str(item[1])))
+            else:
+                raise AnnotatorError(f"auth entry {item!r}: expected 'user:password' or (user, password)")
+    else:
+        raise AnnotatorError(f"unsupported auth spec of type {type(auth).__name__}")
+    if not pairs:
+        return None
+    seen = set()
+    for u, p in pairs:
+        if not u or not p:
+            raise AnnotatorError("auth: user names and passwords must not be empty")
+        if u in seen:
+            raise AnnotatorError(f"auth: user {u!r} given twice")
+        seen.add(u)
+    if any(p.startswith("sha256:") for _, p in pairs):
+        table = dict(pairs)
+
+        def check(user: str, password: str) -> bool:
+            want = table.get(user)
+            if want is None:
+                return False
+            if want.startswith("sha256:"):
+                got = "sha256:" + hashlib.sha256(password.encode()).hexdigest()
+                return hmac.compare_digest(got.lower(), want.lower())
+            return hmac.compare_digest(password, want)
+
+        return check
+    return pairs
+
+
+def _read_users_file(path: str | os.PathLike) -> list[tuple[str, str]]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise AnnotatorError(f"cannot read users file {p}: {e.strerror or e}") from None
+    pairs = _pairs_from_lines(text.splitlines(), f"users file {p}")
+    if not pairs:
+        raise AnnotatorError(f"users file {p} has no 'user:password' lines")
+    return pairs
+
+
+def check_binding(host: str, auth) -> None:
+    """Refuse to serve beyond this machine without a login."""
+    if host not in LOCAL_HOSTS and not auth:
+        raise AnnotatorError(
+            f"refusing to bind {host!r} without auth: anyone who can reach it could read images and change "
+            f"labels. Pass auth (user:password pairs or a users file), or bind 127.0.0.1.")
+
+
+# --------------------------------------------------------------------------------------------
+# page content
+# --------------------------------------------------------------------------------------------
+
+def _bar(frac: float, width: int = 20) -> str:
+    k = max(0, min(width, int(round(frac * width))))
+    return "█" * k + "░" * (width - k)
+
+
+def _round_row(ctx: AnnotatorContext) -> dict | None:
+    rnd = ctx.round_id()
+    if rnd is None:
+        return None
+    rows = list(ctx.db.query("SELECT * FROM rounds WHERE id = ?", [rnd]))
+    return rows[0] if rows else None
+
+
+def _budget_text(budget) -> str:
+    if budget is None:
+        return "—"
+    b = float(budget)
+    return f"{b * 100:.2g}% of pixels" if 0 < b < 1 else f"{b:g}"
+
+
+def header_markdown(ctx: AnnotatorContext, user: str) -> str:
+    r = _round_row(ctx)
+    who = f"signed in as **{user}**" + (" · [log out](/logout)" if ctx.auth else "")
+    if r is None:
+        return f"No annotation round yet · {who}"
+    p = storage.round_progress(ctx.db, r["id"])
+    total, done = p["total"], p["done"]
+    frac = done / total if total else 0.0
+    mine = p["annotators"].get(user, 0)
+    return (f"**Round {r['idx']}** ({r['status']}) · budget {_budget_text(r['budget'])} · "
+            f"**{done}/{total}** queries labeled `{_bar(frac)}` {frac * 100:.0f}% · pending {p['pending']} · "
+            f"in progress {p['leased']} · skipped {p['skipped']} · flagged {p['flagged']} · "
+            f"your labels: **{mine}** · {who}")
+
+
+def annotator_counts(ctx: AnnotatorContext) -> pd.DataFrame:
+    rnd = ctx.round_id()
+    rsql, args = ("WHERE q.round = ?", [rnd]) if rnd is not None else ("", [])
+    rows = ctx.db.execute(
+        "SELECT l.annotator, count(*), sum(q.kind = 'region'), sum(q.kind = 'pixel'), "
+        "sum(l.review = 'approved'), sum(l.review = 'rejected'), avg(l.ms) FROM labels l "
+        f"JOIN queries q ON q.id = l.query {rsql} GROUP BY l.annotator ORDER BY l.annotator", args).fetchall()
+    return pd.DataFrame(
+        [(a, n, r or 0, px or 0, ap or 0, rj or 0, round((ms or 0) / 1000.0, 1)) for a, n, r, px, ap, rj, ms in rows],
+        columns=["annotator", "labels", "regions", "points", "approved", "rejected", "avg s / label"])
+
+
+def round_markdown(ctx: AnnotatorContext) -> str:
+    r = _round_row(ctx)
+    if r is None:
+        return "No annotation round yet."
+    p = storage.round_progress(ctx.db, r["id"])
+    kinds = dict(ctx.db.execute("SELECT kind, count(*) FROM queries WHERE round = ? GROUP BY kind",
+                                (r["id"],)).fetchall())
+    return (f"### Round {r['idx']} — {r['status']}\n"
+            f"Strategy {r['strategy'] or '—'} · budget {_budget_text(r['budget'])} · "
+            f"{kinds.get('region', 0)} region and {kinds.get('pixel', 0)} pixel queries\n\n"
+            f"Labeled **{p['done']}/{p['total']}** · pending {p['pending']} · in progress {p['leased']} · "
+            f"skipped {p['skipped']} · flagged {p['flagged']} · time spent {p['ms'] / 60000:.1f} min")
+
+
+def metrics_frames(ctx: AnnotatorContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mIoU by round, per-class IoU by round) in long format for ``gr.LinePlot``; values in %."""
+    rows = storage.metrics_table(ctx.db)
+    names = ctx.space.names
+    m, c = [], []
+    for row in rows:
+        rnd = 0 if row.get("round") is None else int(row["round"])
+        for key, val in row.items():
+            if key == "round":
+                continue
+            lk = key.lower()
+            if "miou" in lk and isinstance(val, (int, float)) and math.isfinite(val):
+                m.append((rnd, float(val), key))
+            elif lk in ("iou", "per_class_iou", "class_iou", "iou_per_class") and isinstance(val, (list, dict)):
+                items = val.items() if isinstance(val, dict) else zip(names, val)
+                for name, v in items:
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        c.append((rnd, float(v), str(name)))
+    dm = pd.DataFrame(m, columns=["round", "IoU", "metric"])
+    dc = pd.DataFrame(c, columns=["round", "IoU", "class"])
+    for d in (dm, dc):  # fractions -> %
+        if len(d) and d["IoU"].abs().max() <= 1.0:
+            d["IoU"] = d["IoU"] * 100.0
+    return dm, dc
+
+
+def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
+    rows = review_rows(ctx.db, ctx.round_id(), status)
+    cols = ["label", "query", "kind", "image", "annotator", "review", "ms", "created"]
+    return pd.DataFrame([[r[k] for k in cols] for r in rows], columns=cols)
+
+
+def review_preview(ctx: AnnotatorContext, label_id: int) -> tuple[np.ndarray | None, str]:
+    """An enlarged picture of one label (region: crop with the patch blended in; pixel: the
+    neighbourhood with the point marked) and a line of text."""
+    lab = storage.get_label(ctx.db, int(label_id))
+    q = storage.get_query(ctx.db, lab["query"])
+    name = storage.get_image(ctx.db, q["image"])["name"]
+    view = ctx.view(name)
+    H, W = view.shape
+    pal = ctx.space.palette()
+    names = {c.train_id: c.name for c in ctx.space.classes}
+    if q["kind"] == "region":
+        y0, x0, y1, x1 = q["y0"], q["x0"], q["y1"], q["x1"]
+        m = 8
+        cy0, cx0, cy1, cx1 = max(0, y0 - m), max(0, x0 - m), min(H, y1 + m), min(W, x1 + m)
+        img = view.image[cy0:cy1, cx0:cx1].astype(np.float32)
+        patch = lab["patch"] if lab["patch"] is not None else np.full((y1 - y0, x1 - x0), lab["point_class"], np.uint8)
+        sub = patch[: min(y1, H) - y0, : min(x1, W) - x0]
+        region = img[y0 - cy0:y0 - cy0 + sub.shape[0], x0 - cx0:x0 - cx0 + sub.shape[1]]
+        keep = sub != IGNORE
+        region[keep] = 0.35 * region[keep] + 0.65 * pal[sub][keep]
+        k = max(1, min(8, 400 // max(img.shape[:2])))
+        out = np.repeat(np.repeat(img.astype(np.uint8), k, 0), k, 1)
+        out = np.ascontiguousarray(out)
+        cv2.rectangle(out, ((x0 - cx0) * k, (y0 - cy0) * k), ((x1 - cx0) * k - 1, (y1 - cy0) * k - 1), (255, 40, 40), 1)
+        values, counts = np.unique(patch, return_counts=True)
+        present = ", ".join(f"{names.get(int(v), 'void')}: {int(n)}" for v, n in zip(values, counts))
+        text = (f"Label {label_id} · region query {q['id']} on {name} · by {lab['annotator']} · {lab['review']} · "
+                f"{present}")
+    else:
+        y, x, R = q["y"], q["x"], 16
+        cy0, cx0, cy1, cx1 = max(0, y - R), max(0, x - R), min(H, y + R + 1), min(W, x + R + 1)
+        k = 8
+        out = np.ascontiguousarray(np.repeat(np.repeat(view.image[cy0:cy1, cx0:cx1], k, 0), k, 1))
+        cv2.rectangle(out, ((x - cx0) * k - 1, (y - cy0) * k - 1), ((x - cx0 + 1) * k, (y - cy0 + 1) * k),
+                      (255, 235, 59), 2)
+        cls = lab["point_class"]
+        text = (f"Label {label_id} · pixel query {q['id']} at (y={y}, x={x}) on {name} · by {lab['annotator']} · "
+                f"{lab['review']} · answer: **{names.get(cls, 'unsure' if cls == IGNORE else cls)}**")
+    return out, text
+
+
+# --------------------------------------------------------------------------------------------
+# the app
+# --------------------------------------------------------------------------------------------
+
+def _label_space(space: LabelSpace | str) -> LabelSpace:
+    if isinstance(space, LabelSpace):
+        return space
+    known = {"cityscapes19": CITYSCAPES19, "synthia16": SYNTHIA16}
+    if isinstance(space, str) and space in known:
+        return known[space]
+    raise AnnotatorError(f"label_space must be a LabelSpace or one of {sorted(known)}, got {space!r}")
+
+
+def build_app(db_path: str | os.PathLike, provider: Provider, label_space: LabelSpace | str,
+              round_id: int | None = None, on_finish: Callable[[int | None], Any] | None = None,
+              auth: Any = None, export_dir: str | os.PathLike | None = None) -> gr.Blocks:
+    """The annotator as a ``gr.Blocks``.
+
+    ``db_path``: the project workdir or its ``project.db``. ``provider``: images, predictions,
+    heat and trust maps (:mod:`annotator.provider`). ``round_id``: the round to annotate (None:
+    the newest round). ``on_finish(round_id)``: called by "Finish round" (the loop retrains; it
+    should return quickly, e.g. by signalling another thread; a returned string is shown).
+    ``auth``: see :func:`parse_auth`; kept on the Blocks as ``annotator_auth`` for
+    :func:`launch`. ``export_dir``: where "Export" writes (default ``<workdir>/export``).
+    """
+    auth_spec = parse_auth(auth)
+    ctx = AnnotatorContext(db_path, provider, _label_space(label_space), round_id=round_id, on_finish=on_finish,
+                           auth=bool(auth_spec))
+    out_dir = Path(export_dir) if export_dir is not None else ctx.workdir / "export"
+
+    with gr.Blocks(title="Annotator", analytics_enabled=False) as demo:
+        header = gr.Markdown("Loading…", elem_id="annot-header")
+        with gr.Tabs(elem_id="annot-tabs") as tabs:
+            with gr.Tab("Regions", id="regions", elem_id="tab-regions"):
+                rcanvas = region_canvas(ctx)
+            with gr.Tab("Pixels", id="pixels", elem_id="tab-pixels"):
+                pcanvas = pixel_canvas(ctx)
+            with gr.Tab("Review", id="review", elem_id="tab-review"):
+                with gr.Row():
+                    rv_filter = gr.Radio(["pending", "approved", "rejected", "all"], value="pending", label="Show",
+                                         elem_id="review-filter")
+                    rv_refresh = gr.Button("Refresh", elem_id="review-refresh", scale=0)
+                rv_table = gr.Dataframe(interactive=False, elem_id="review-table", wrap=True)
+                with gr.Row():
+                    rv_label = gr.Number(value=None, label="Label id (click a row)", precision=0,
+                                         elem_id="review-label")
+                    rv_approve = gr.Button("Approve", variant="primary", elem_id="review-approve")
+                    rv_reject = gr.Button("Reject → back to the queue", variant="stop", elem_id="review-reject")
+                rv_info = gr.Markdown(elem_id="review-info")
+                rv_preview = gr.Image(label="Label", format="png", interactive=False, elem_id="review-preview",
+                                      height=320)
+            with gr.Tab("Round", id="round", elem_id="tab-round"):
+                round_md = gr.Markdown(elem_id="round-progress")
+                counts = gr.Dataframe(interactive=False, label="Per annotator (this round)", elem_id="annotator-counts")
+                with gr.Row():
+                    finish_btn = gr.Button("Finish round → retrain", variant="primary", elem_id="finish-round")
+                    export_btn = gr.Button(f"Export masks to {out_dir}", elem_id="export-btn")
+                    refresh_btn = gr.Button("Refresh", elem_id="round-refresh", scale=0)
+                status_md = gr.Markdown(elem_id="round-status")
+                export_files = gr.File(file_count="multiple", label="Exported files", elem_id="export-files",
+                                       interactive=False)
+                with gr.Row():
+                    miou_plot = gr.LinePlot(x="round", y="IoU", color="metric", title="mIoU by round (%)",
+                                            elem_id="plot-miou", height=280)
+                    class_plot = gr.LinePlot(x="round", y="IoU", color="class", title="IoU per class by round (%)",
+                                             elem_id="plot-classes", height=280)
+
+        # ---- handlers ----
+        def refresh_header(request: gr.Request):
+            return header_markdown(ctx, username(request))
+
+        def on_load(request: gr.Request):
+            user = username(request)
+            rnd = ctx.round_id()
+            where, args = (" WHERE round = ?", [rnd]) if rnd is not None else ("", [])
+            kinds = dict(ctx.db.execute(f"SELECT kind, count(*) FROM queries{where} GROUP BY kind", args).fetchall())
+            # only switch when the round is pixel-only (switching otherwise would race the user's clicks)
+            pixel_only = kinds.get("pixel", 0) and not kinds.get("region", 0)
+            return header_markdown(ctx, user), (gr.Tabs(selected="pixels") if pixel_only else gr.update())
+
+        def refresh_round():
+            dm, dc = metrics_frames(ctx)
+            return round_markdown(ctx), annotator_counts(ctx), dm, dc
+
+        def refresh_review(status):
+            return review_frame(ctx, status)
+
+        def pick_row(evt: gr.SelectData):
+            row = evt.row_value
+            return int(row[0]) if row else None
+
+        def show_label(label_id):
+            if label_id is None or (isinstance(label_id, float) and math.isnan(label_id)):
+                return None, ""
+            try:
+                return review_preview(ctx, int(label_id))
+            except (storage.StoreError, ValueError) as e:
+                return None, f"**{e}**"
+
+        def do_review(label_id, ok: bool, status, request):
+            if label_id is None:
+                return "Pick a label first.", review_frame(ctx, status), header_markdown(ctx, username(request))
+            try:
+                storage.review(ctx.db, int(label_id), ok, username(request))
+                msg = f"Label {int(label_id)} {'approved' if ok else 'rejected; its query is back in the queue'}."
+            except (storage.StoreError, ValueError) as e:
+                msg = f"**{e}**"
+            return msg, review_frame(ctx, status), header_markdown(ctx, username(request))
+
+        def finish_round(request: gr.Request):
+            rnd = ctx.round_id()
+            if ctx.on_finish is None:
+                return "No training loop is attached to this annotator (on_finish not set)."
+            left = storage.pending_count(ctx.db, rnd) if rnd is not None else 0
+            try:
+                res = ctx.on_finish(rnd)
+            except Exception as e:  # noqa: BLE001 - shown to the user, the page must stay up
+                return f"**Finishing the round failed:** {e}"
+            extra = f" ({left} queries were still open)" if left else ""
+            return (res if isinstance(res, str) and res else
+                    f"Round finished by {username(request)}{extra}; the model retrains now.")
+
+        def do_export():
+            try:
+                man = storage.export(ctx.db, out_dir, ctx.space)
+            except storage.StoreError as e:
+                return f"**Export failed:** {e}", None
+            files = [str(out_dir / (stem + storage.exporter.SUFFIXES[0])) for stem in man["images"]]
+            files.append(str(out_dir / "manifest.json"))
+            n = len(man["images"])
+            return (f"Exported {n} image{'s' if n != 1 else ''} to `{out_dir}` "
+                    f"(labelTrainIds, labelIds, color PNGs + manifest.json)."), files
+
+        demo.load(on_load, outputs=[header, tabs])
+        demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot])
+        demo.load(refresh_review, inputs=rv_filter, outputs=rv_table)
+        rcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
+        pcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
+        rv_filter.change(refresh_review, inputs=rv_filter, outputs=rv_table)
+        rv_refresh.click(refresh_review, inputs=rv_filter, outputs=rv_table)
+        rv_table.select(pick_row, outputs=rv_label).then(show_label, inputs=rv_label, outputs=[rv_preview, rv_info])
+        def approve(label_id, status, request: gr.Request):
+            return do_review(label_id, True, status, request)
+
+        def reject(label_id, status, request: gr.Request):
+            return do_review(label_id, False, status, request)
+
+        rv_approve.click(approve, inputs=[rv_label, rv_filter], outputs=[rv_info, rv_table, header])
+        rv_reject.click(reject, inputs=[rv_label, rv_filter], outputs=[rv_info, rv_table, header])
+        refresh_btn.click(refresh_round, outputs=[round_md, counts, miou_plot, class_plot])
+        finish_btn.click(finish_round, outputs=status_md).then(
+            refresh_round, outputs=[round_md, counts, miou_plot, class_plot])
+        export_btn.click(do_export, outputs=[status_md, export_files])
+
+    demo.annotator_auth = auth_spec
+    demo.annotator_context = ctx
+    demo.annotator_export_dir = out_dir
+    return demo
+
+
+def launch(db_path: str | os.PathLike, provider: Provider, label_space: LabelSpace | str,
+           round_id: int | None = None, on_finish: Callable | None = None, auth: Any = None,
+           host: str = "127.0.0.1", port: int | None = 7860, users_file: str | os.PathLike | None = None,
+           block: bool = True, export_dir: str | os.PathLike | None = None, **launch_kwargs) -> gr.Blocks:
+    """Build and serve the annotator. Binds ``host`` (127.0.0.1 by default); any address other
+    than 127.0.0.1/localhost/::1 requires ``auth`` or ``users_file`` (:class:`AnnotatorError`
+    otherwise). ``block=False`` returns once the server runs (``demo.close()`` stops it)."""
+    auth_spec = parse_auth(auth, users_file)
+    check_binding(host, auth_spec)
+    demo = build_app(db_path, provider, label_space, round_id=round_id, on_finish=on_finish, export_dir=export_dir)
+    ctx = demo.annotator_context
+    ctx.auth = bool(auth_spec)
+    demo.annotator_auth = auth_spec
+    out_dir = demo.annotator_export_dir
+    kwargs = dict(server_name=host, server_port=port, auth=auth_spec, auth_message=AUTH_MESSAGE,
+                  prevent_thread_lock=not block, ssr_mode=False, quiet=True, show_error=True,
+                  allowed_paths=[str(out_dir)], footer_links=[], css=SHELL_CSS)
+    kwargs.update(launch_kwargs)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(**kwargs)
+    return demo
