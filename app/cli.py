@@ -9,9 +9,14 @@ import sys
 
 from app.config import ConfigError, RunConfig, parse_counts, parse_size
 
-EPILOG = """examples:
-  python launch.py                                   embedded data, source-only warm-up, evaluation
-  python launch.py --budget 2.2%% --oracle           RIPU region-based rounds answered from ground truth
+EPILOG = """commands:
+  python launch.py [options]                      the run (below)
+  python launch.py annotate --workdir W           open the annotator for W's newest round
+  python launch.py export --workdir W --out DIR   write Cityscapes-format masks (see: export --help)
+
+examples:
+  python launch.py                                   embedded data, warm-up, evaluation, round 1 in the browser
+  python launch.py --budget 2.2% --oracle           RIPU region-based rounds answered from ground truth
   python launch.py --budget 40px --oracle            RIPU pixel-based rounds
 """
 
@@ -83,6 +88,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "(headless experiments, as in the paper)")
     al.add_argument("--resume", action="store_true", help="continue the run in --workdir from its last "
                     "completed step")
+    _annotator_options(p, d)
+    return p
+
+
+def _annotator_options(p, d) -> None:
+    an = p.add_argument_group("annotator (when not --oracle)")
+    an.add_argument("--host", default=d.host, help="address the annotator binds (default: %(default)s; any other "
+                    "address requires --auth or --users-file)")
+    an.add_argument("--port", type=int, default=d.port, help="annotator port (default: %(default)s)")
+    an.add_argument("--auth", default=None, help="logins as user:password[,user2:password2]; the annotator id "
+                    "is the login name")
+    an.add_argument("--users-file", default=None, help="file with one user:password per line")
+
+
+def build_annotate_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = _Parser(prog="launch.py annotate", description="Open the browser annotator for the newest round of "
+                "the run in --workdir (the loop need not be running).")
+    p.add_argument("--workdir", default=d.workdir, help="the run's folder (default: %(default)s)")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="dataset cache (default: %(default)s)")
+    _annotator_options(p, d)
+    return p
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = _Parser(prog="launch.py export", description="Write the run's labels as Cityscapes-format masks: "
+                "<stem>_gtFine_labelTrainIds.png (255 unlabeled), _labelIds.png, _color.png and manifest.json.")
+    p.add_argument("--workdir", default=d.workdir, help="the run's folder (default: %(default)s)")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="dataset cache (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder; nothing is written outside it")
+    p.add_argument("--dense", action="store_true", help="fill unlabeled pixels with the final model's "
+                   "prediction where its confidence is at least --threshold (255 below)")
+    p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of --dense (default: "
+                   "%(default)s)")
     return p
 
 
@@ -95,7 +135,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
                      source_size=a.source_size and parse_size(a.source_size, "--source-size"),
                      target_size=a.target_size and parse_size(a.target_size, "--target-size"), budget=a.budget, rounds=a.rounds,
                      strategy=a.strategy, region_radius=a.region_radius, round_iterations=a.round_iterations,
-                     method=a.method, oracle=a.oracle, resume=a.resume)
+                     method=a.method, oracle=a.oracle, resume=a.resume, host=a.host, port=a.port, auth=a.auth,
+                     users_file=a.users_file)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -104,14 +145,27 @@ def user_errors() -> tuple[type[Exception], ...]:
     from core.data.labels import LabelSpaceError
     from core.acquisition import BudgetError
     from core.models.weights import WeightsError
+    from annotator.context import AnnotatorError
     from storage import StoreError
 
-    return ConfigError, DatasetError, LabelSpaceError, WeightsError, BudgetError, StoreError
+    return ConfigError, DatasetError, LabelSpaceError, WeightsError, BudgetError, StoreError, AnnotatorError
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["export"]:
+            a = build_export_parser().parse_args(argv[1:])
+            from app.export import export_run
+
+            export_run(a.workdir, a.out, dense=a.dense, threshold=a.threshold, cache_dir=a.cache_dir)
+            return 0
+        if argv[:1] == ["annotate"]:
+            a = build_annotate_parser().parse_args(argv[1:])
+            from app.annotate import annotate_only
+
+            annotate_only(a.workdir, a.cache_dir, host=a.host, port=a.port, auth=a.auth, users_file=a.users_file)
+            return 0
         args = build_parser().parse_args(argv)
         from app.config import validate
         from app.session import run

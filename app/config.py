@@ -32,7 +32,7 @@ class RunConfig:
     synth_size: tuple[int, int] = (256, 512)   # embedded benchmark: stored size (H, W)
     synth_counts: tuple[int, int, int] = (600, 300, 100)   # source, target train, target val images
     # active learning (used from the active-loop issue on)
-    budget: str | None = None
+    budget: str | None = "2.2%"       # "none": warm-up and evaluation only
     rounds: int = 5
     strategy: str = "ripu"
     region_radius: int | None = None
@@ -40,6 +40,11 @@ class RunConfig:
     method: str = "ripu"
     oracle: bool = False
     resume: bool = False
+    # the browser annotator (when not --oracle)
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str | None = None
+    users_file: str | None = None
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -100,6 +105,14 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"--device {dev}: no CUDA GPU is available on this machine")
     if cfg.region_radius is not None and cfg.region_radius < 0:
         raise ConfigError(f"--region-radius must be 0 or more (got {cfg.region_radius})")
+    if cfg.budget is not None and cfg.budget.lower() == "none":
+        cfg.budget = None
+    if not 0 < cfg.port < 65536:
+        raise ConfigError(f"--port must be 1..65535 (got {cfg.port})")
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not (cfg.auth or cfg.users_file):
+        raise ConfigError(f"binding the annotator to {cfg.host} requires --auth user:password or --users-file")
+    if cfg.users_file and not Path(cfg.users_file).is_file():
+        raise ConfigError(f"--users-file: file not found: {cfg.users_file}")
     if cfg.budget is not None:
         from core.acquisition import parse_budget
 

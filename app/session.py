@@ -93,7 +93,7 @@ def region_radius(cfg: RunConfig, mode: str) -> int:
 
 
 class ActiveSession:
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, quiet: bool = False):
         self.cfg = cfg
         self.workdir = Path(cfg.workdir)
         self.ckpt_dir = self.workdir / "checkpoints"
@@ -116,6 +116,7 @@ class ActiveSession:
         self.device = resolve_device(cfg.device)
         self.budget = parse_budget(cfg.budget) if cfg.budget else None
         self.metrics: list[dict] = []
+        self.quiet = quiet
 
     # -- steps -------------------------------------------------------------------------------
     def done(self, step: str) -> bool:
@@ -135,8 +136,9 @@ class ActiveSession:
                 rows.append(dict(name=name, domain="target", split="train", path="", height=h, width=w))
             storage.add_images(self.db, rows)
             self.mark("data")
-        print(f"source {self.cfg.source}: {len(self.source)} images | target {self.cfg.target}: "
-              f"{len(self.target)} train, {len(self.val)} val | {self.cfg.backbone} on {self.device}")
+        if not self.quiet:
+            print(f"source {self.cfg.source}: {len(self.source)} images | target {self.cfg.target}: "
+                  f"{len(self.target)} train, {len(self.val)} val | {self.cfg.backbone} on {self.device}")
 
     def warmup(self):
         ck = self.ckpt_dir / "warmup.pt"
@@ -292,6 +294,21 @@ def round_table(rows, budget, cfg) -> str:
     for r, pct, miou, sec in rows:
         out.append(f"| {r} | {pct:.3f} | {miou:.1f} | {'-' if sec is None else f'{sec:.0f}'} |")
     return "\n".join(out)
+
+
+def reopen(workdir: str, cache_dir: str | None = None) -> ActiveSession:
+    """The last run in ``workdir`` with its data and model, for export and standalone annotation."""
+    if not (Path(workdir) / storage.DB_NAME).exists():
+        raise ConfigError(f"{workdir} holds no project.db (run launch.py --workdir {workdir} first)")
+    db = storage.open_store(workdir, create=False)
+    if storage.last_run(db) is None:
+        raise ConfigError(f"{workdir} holds no run yet")
+    cfg = RunConfig(workdir=str(workdir), resume=True)
+    if cache_dir:
+        cfg.cache_dir = cache_dir
+    s = ActiveSession(cfg, quiet=True)
+    s.setup()
+    return s
 
 
 def run(cfg: RunConfig) -> ActiveSession:

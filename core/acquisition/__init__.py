@@ -15,6 +15,7 @@ from .confidence import (
     confidence_maps,
     cra_entropy,
     cra_trust_mask,
+    cra_untrusted_from_entropy,
     pseudo_confidence,
 )
 from .ripu import RIPU_LOG_NORM, ripu_score, window_impurity
@@ -26,7 +27,7 @@ __all__ = [
     "ent_score", "rand_score", "sconf_score",
     "Budget", "BudgetError", "parse_budget", "queries_per_round",
     "CRA_ENT_THRESH", "CRA_RARE_FACTOR", "CRA_RARE_PCT", "ClassEntropyStats", "confidence_maps",
-    "cra_entropy", "cra_trust_mask", "pseudo_confidence",
+    "cra_entropy", "cra_trust_mask", "cra_untrusted_from_entropy", "pseudo_confidence",
     "RIPU_LOG_NORM", "ripu_score", "window_impurity",
     "select_queries", "suppression_radius", "dilate_square",
 ]

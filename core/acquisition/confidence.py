@@ -146,3 +146,10 @@ def confidence_maps(prob, class_thresholds=None) -> dict:
     if class_thresholds is not None:
         out["trusted"] = _trust(st["pred"], e, class_thresholds, p.shape[0])
     return out
+
+
+def cra_untrusted_from_entropy(pred, entropy, class_thresholds) -> np.ndarray:
+    """Untrusted (H,W) bool from a cached argmax ``pred`` and CRA entropy ``E`` (no softmax needed):
+    the complement of the trust rule of :func:`cra_trust_mask`."""
+    pred = np.asarray(pred)
+    return ~_trust(pred, np.asarray(entropy, np.float32), class_thresholds, len(np.asarray(class_thresholds)))
