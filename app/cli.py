@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: %(default)s)")
     g.add_argument("--iterations", type=int, default=d.iterations, help="source-only warm-up iterations "
                    "(default: %(default)s)")
+    g.add_argument("--init", default=None, help="start from this checkpoint (e.g. another run's "
+                   "checkpoints/warmup.pt) instead of training the source-only warm-up")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="images per domain per step "
                    "(default: %(default)s)")
     g.add_argument("--lr", type=float, default=d.lr, help="backbone learning rate, head x10, poly schedule "
@@ -128,7 +130,7 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed,
-                     iterations=a.iterations, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
+                     iterations=a.iterations, init=a.init, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
                      weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size, "--image-size"),
                      source=a.source, target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
                      synth_counts=parse_counts(a.synth_counts),

@@ -24,6 +24,7 @@ class RunConfig:
     output_stride: int = 8
     image_size: tuple[int, int] = (128, 256)   # training/inference input (H, W)
     iterations: int = 1200            # source-only warm-up iterations
+    init: str | None = None           # start from this checkpoint instead of training the warm-up
     batch_size: int = 2
     lr: float = 2.5e-4
     skip_bad: bool = False
@@ -93,6 +94,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.weights is None and cfg.backbone != "efficientnet_lite0":
         raise ConfigError(f"backbone {cfg.backbone} needs --weights PATH (a local ImageNet state_dict) "
                           "or --weights none; nothing is downloaded")
+    if cfg.init is not None and not Path(cfg.init).is_file():
+        raise ConfigError(f"--init: checkpoint not found: {cfg.init}")
     if cfg.weights not in (None, "none") and not Path(cfg.weights).is_file():
         raise ConfigError(f"--weights: file not found: {cfg.weights}")
     dev = cfg.device

@@ -144,6 +144,13 @@ class ActiveSession:
         ck = self.ckpt_dir / "warmup.pt"
         if self.done("warmup"):
             self.model.load_state_dict(load_checkpoint(ck)["model"])
+        elif self.cfg.init:
+            try:
+                self.model.load_state_dict(load_checkpoint(self.cfg.init)["model"])
+            except Exception as e:  # noqa: BLE001 - a wrong or corrupt file is a user mistake here
+                raise ConfigError(f"--init {self.cfg.init} does not fit this model ({str(e).splitlines()[0]})") from None
+            storage.add_checkpoint(self.db, self.run_id, "warmup", str(self.cfg.init))
+            self.mark("warmup")
         else:
             fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
                 desc="source-only warm-up")
