@@ -87,6 +87,30 @@ def test_region_budget_oracle_run_end_to_end(tmp_path, cache):
     assert n == 6 * round(64 * 128 * 0.022 / 9)
     assert 0.9 * 6 * 180 <= area <= 6 * 180 + 9
     assert (w / "checkpoints" / "round2.pt").exists()
+    # export: sparse masks equal the stored labels; --dense fills the rest from the final model
+    exp = launch(["export", "--workdir", str(w), "--out", str(tmp_path / "out")], cache)
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    import cv2
+    import json
+
+    import storage
+
+    db = storage.open_store(w)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(manifest["images"]) == 6
+    for name in list(storage.labeled_pixel_count(db))[:2]:
+        png = cv2.imread(str(tmp_path / "out" / f"{name}_gtFine_labelTrainIds.png"), cv2.IMREAD_UNCHANGED)
+        assert (png == storage.label_mask(db, name)).all()
+    dense = launch(["export", "--workdir", str(w), "--out", str(tmp_path / "dense"), "--dense", "--threshold", "0"],
+                   cache)
+    assert dense.returncode == 0, dense.stderr[-2000:]
+    name = next(iter(storage.labeled_pixel_count(db)))
+    png = cv2.imread(str(tmp_path / "dense" / f"{name}_gtFine_labelTrainIds.png"), cv2.IMREAD_UNCHANGED)
+    human = storage.label_mask(db, name)
+    assert (png[human == 255] != 255).all()    # threshold 0: every unlabeled pixel takes the prediction
+    assert (png[human != 255] == human[human != 255]).all()
+    bad = launch(["export", "--workdir", str(w), "--out", str(tmp_path / "o2"), "--threshold", "2"], cache)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     # a second plain run refuses to overwrite; --resume of a finished run does nothing new
     again = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle"], cache)
     assert again.returncode == 2 and "--resume" in again.stderr
