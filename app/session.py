@@ -9,6 +9,7 @@ continues an interrupted training from its checkpoint, so no answered query is a
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -318,7 +319,17 @@ def reopen(workdir: str, cache_dir: str | None = None) -> ActiveSession:
     return s
 
 
-def run(cfg: RunConfig) -> ActiveSession:
+def run(cfg: RunConfig) -> ActiveSession | None:
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:   # torchrun: every rank trains the warm-up together; rank 0 alone owns the store
+        if cfg.budget is not None:
+            raise ConfigError("under torchrun only the warm-up runs distributed: add --budget none, then run "
+                              "the rounds in one process with --init WORKDIR/checkpoints/warmup.pt")
+        if int(os.environ.get("RANK", 0)) != 0:
+            source, _, val = load_data(cfg)
+            fit(build_model(cfg, val.label_space.num_classes), train_config(cfg, cfg.iterations), source,
+                progress=False)
+            return None
     s = ActiveSession(cfg)
     s.setup()
     s.warmup()
