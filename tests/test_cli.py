@@ -161,7 +161,7 @@ def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache
 
 
 def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tmp_path, cache):
-    from tests.fixtures_datasets import make_cityscapes, make_folder, make_gta5
+    from tests.fixtures_datasets import make_cityscapes, make_folder, make_gta5, make_synthia
 
     gta = make_gta5(tmp_path / "gta5", n=4, size=(40, 72))
     cs = make_cityscapes(tmp_path / "cityscapes", n_train=3, n_val=2, size=(64, 128))
@@ -183,5 +183,10 @@ def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tm
                 *small], cache)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| car |" in r.stdout and "| person |" not in r.stdout   # the folder's own label space
+    syn = make_synthia(tmp_path / "synthia", n=3, size=(38, 64))
+    r = launch(["--source", f"synthia:{syn}", "--target", f"cityscapes:{cs}", "--workdir", str(tmp_path / "w4"),
+                *[v if v != "40x72" else "40x64" for v in small]], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mIoU* (13 classes)" in r.stdout and "| terrain |" not in r.stdout   # SYNTHIA's 16 classes
     bad = launch(["--source", f"gta5:{tmp_path / 'missing'}", "--workdir", str(tmp_path / "w3")], cache, timeout=120)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
