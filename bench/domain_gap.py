@@ -26,17 +26,33 @@ def main():
     p.add_argument("--output-stride", type=int, default=d.output_stride)
     p.add_argument("--workdir", default="/tmp/domain_gap")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=("source-only", "target-supervised"), default=None,
+                   help="train one of the two (e.g. two processes with OMP_NUM_THREADS=1 side by side); "
+                        "checkpoints in --workdir make reruns resume, and the table uses whatever is finished")
     a = p.parse_args()
     cfg = RunConfig(iterations=a.iterations, image_size=parse_size(a.image_size), lr=a.lr, seed=a.seed,
                     output_stride=a.output_stride, workdir=a.workdir)
     source, target, val = load_data(cfg)
     rows = {}
     for name, train_set in (("source-only", source), ("target-supervised", target)):
+        ck = Path(a.workdir) / f"{name}_{a.iterations}_{a.image_size}_os{a.output_stride}_lr{a.lr}.pt"
+        if a.only not in (None, name) and not ck.exists():
+            continue
         model = build_model(cfg, val.label_space.num_classes)
         t0 = time.time()
-        fit(model, train_config(cfg, cfg.iterations), train_set, desc=name)
+        if a.only in (None, name):
+            fit(model, train_config(cfg, cfg.iterations), train_set, desc=name, checkpoint=ck)
+        else:
+            from core.train import load_checkpoint
+            state = load_checkpoint(ck)
+            if state["iteration"] < cfg.iterations:
+                continue
+            model.load_state_dict(state["model"])
         res = evaluate(model, val, cfg.image_size, desc=f"eval {name}")
         rows[name] = (res, time.time() - t0)
+        print(f"{name}: target-val mIoU {res['miou']:.1f}", flush=True)
+    if len(rows) < 2:
+        return
     names = val.label_space.names
     print(f"\n{machine()}\n\n{cfg.iterations} iterations, input {a.image_size}, output stride {a.output_stride}, "
           f"lr {a.lr}\n")

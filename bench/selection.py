@@ -34,6 +34,8 @@ def main():
     p.add_argument("--region-radius", type=int, default=None)
     p.add_argument("--out", default="/tmp/bench_selection")
     p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument("--init", default=None, help="an existing warm-up checkpoint of the same model "
+                   "(e.g. from bench/domain_gap.py) instead of training one")
     a = p.parse_args()
     out = Path(a.out)
     if a.fresh and out.exists():
@@ -41,10 +43,9 @@ def main():
     base = dict(iterations=a.iterations, round_iterations=a.round_iterations, rounds=a.rounds,
                 region_radius=a.region_radius, oracle=True)
     warm = out / "warmup"
-    if not (warm / "checkpoints" / "warmup.pt").exists() or not storage.step_done(
-            storage.open_store(warm), 1, "warmup"):
+    ck = a.init or str(warm / "checkpoints" / "warmup.pt")
+    if a.init is None and (not Path(ck).exists() or not storage.step_done(storage.open_store(warm), 1, "warmup")):
         run(validate(RunConfig(workdir=str(warm), budget=None, resume=warm.exists(), **base)))
-    ck = str(warm / "checkpoints" / "warmup.pt")
     results = {}
     for budget in a.budgets.split(","):
         for strategy in a.strategies.split(","):

@@ -1,0 +1,207 @@
+"""UDA methods on the embedded benchmark (synthcity): target-val mIoU and seconds per iteration.
+
+    python bench/methods.py [--iters 100] [--warmup-iters 400] [--image-size 64x128] \
+        [--methods "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"] [--set minent.lambda_ent=0.1]
+
+One shared source-only warm-up checkpoint (``--warmup-iters``, reused when it exists), then every
+method spec trains ``--iters`` more iterations from it with *no target labels* (pure UDA), runs its
+post-hoc stages (``--stage-iters``: CR, the CRA stage; IA's prior estimate) and is evaluated on the
+target val split (with the methods' logit adjustment, i.e. IA). ``source_only`` gets the same
+``--iters`` extra source iterations, so every row has seen the same number of source batches.
+Prints a markdown table: mIoU, the difference to source_only, seconds per training iteration
+(the loop only; stages are timed separately) and that time relative to source_only.
+
+Defaults are sized for ~15 minutes on 2 shared CPU cores (1 torch thread): training at 64x128 on a
+128x256 synthcity set (400 source / 200 target train / 100 target val), the papers' lr 2.5e-4 (head
+10x; 1e-3 diverges within 30 iterations with this head), 800 warm-up iterations. The papers' loss
+weights are kept (``--set`` overrides them); at this scale some of them (MinEnt 1e-3, the
+adversarial 1e-3) barely move the model within 100 iterations.
+
+The column "with RIPU 2.2% oracle labels" is a hook for the active loop: ``ripu_oracle_labels``
+returns None until it is wired; once it returns a ``target_labels(i, sample)`` callable (2.2% of the
+pixels per target image, chosen by RIPU with the warm-up model, answered from ground truth), every
+row is trained again through ``run_method(spec, warm_ckpt, target_labels=...)``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.data.synthcity import SynthCity, ensure_synthcity  # noqa: E402
+from core.evaluate import evaluate  # noqa: E402
+from core.methods import build_methods, compose_adjust, run_stages  # noqa: E402
+from core.models import Segmentor  # noqa: E402
+from core.train import TrainConfig, fit, load_checkpoint, resolve_device  # noqa: E402
+
+DEFAULT_METHODS = "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    """['minent.lambda_ent=0.1', ...] -> {'minent': {'lambda_ent': 0.1}}."""
+    out: dict[str, dict] = {}
+    for it in items:
+        key, _, val = it.partition("=")
+        name, _, arg = key.partition(".")
+        if not (name and arg and val):
+            raise SystemExit(f"--set expects METHOD.ARG=VALUE, got {it!r}")
+        try:
+            v = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            v = val
+        out.setdefault(name, {})[arg] = v
+    return out
+
+
+class Bench:
+    """Data, model factory and configs shared by every row."""
+
+    def __init__(self, args):
+        self.args = args
+        root = ensure_synthcity(args.cache_dir, seed=args.seed, size=args.data_size,
+                                counts={"source": args.counts[0], "target_train": args.counts[1],
+                                        "target_val": args.counts[2]}, workers=2, progress=args.progress)
+        self.source = SynthCity(root, "source", "train")
+        self.target = SynthCity(root, "target", "train")
+        self.val = SynthCity(root, "target", "val")
+        self.options = parse_sets(args.set)
+        self.workdir = Path(args.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def model(self) -> Segmentor:
+        torch.manual_seed(self.args.seed)
+        return Segmentor(19, output_stride=self.args.output_stride,
+                         weights=None if self.args.weights == "none" else self.args.weights)
+
+    def cfg(self, iterations: int) -> TrainConfig:
+        a = self.args
+        return TrainConfig(iterations=iterations, batch_size=a.batch_size, lr=a.lr, image_size=a.image_size,
+                           seed=a.seed, device=a.device, checkpoint_every=10 ** 9)
+
+    def evaluate(self, model, methods=()) -> dict:
+        return evaluate(model, self.val, self.args.image_size, device=resolve_device(self.args.device),
+                        adjust=compose_adjust(methods), progress=False)
+
+
+def warmup(bench: Bench) -> Path:
+    """The shared source-only warm-up checkpoint (trained once per configuration, then reused)."""
+    a = bench.args
+    key = json.dumps([a.seed, a.data_size, a.counts, a.image_size, a.batch_size, a.lr, a.warmup_iters,
+                      a.weights, a.output_stride])
+    ck = bench.workdir / f"warmup-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+    if not (ck.exists() and load_checkpoint(ck)["iteration"] >= a.warmup_iters):
+        model = bench.model()
+        cfg = bench.cfg(a.warmup_iters)
+        cfg.checkpoint_every = 100
+        out = fit(model, cfg, bench.source, checkpoint=ck, progress=a.progress, desc="warm-up")
+        print(f"warm-up: {a.warmup_iters} iterations in {out['seconds']:.0f} s", file=sys.stderr)
+    return ck
+
+
+def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: Bench) -> dict:
+    """Train ``method_spec`` for ``--iters`` from the warm-up checkpoint, run its stages, evaluate.
+
+    ``target_labels``: None for pure UDA, or ``(i, sample) -> uint8 (H,W)`` active labels (255 =
+    unlabeled) for the "with RIPU 2.2% oracle labels" column. Returns {"miou", "iou",
+    "sec_per_it", "stage_seconds", "losses"}."""
+    a = bench.args
+    methods = build_methods(method_spec, bench.options)
+    model = bench.model()
+    model.load_state_dict(load_checkpoint(warm_ckpt)["model"])
+    cfg = bench.cfg(a.iters)
+    out = fit(model, cfg, bench.source, bench.target, target_labels, methods=methods, progress=a.progress,
+              desc=method_spec)
+    t = time.time()
+    run_stages(methods, model, bench.source, bench.target, bench.cfg(a.stage_iters), target_labels=target_labels,
+               progress=a.progress, iterations=a.stage_iters)
+    stage_s = time.time() - t
+    ev = bench.evaluate(model, methods)
+    return {"miou": ev["miou"], "iou": ev["iou"], "sec_per_it": out["seconds"] / max(a.iters, 1),
+            "stage_seconds": stage_s, "losses": out["losses"]}
+
+
+def ripu_oracle_labels(bench: Bench, warm_ckpt: Path):
+    """HOOK for the lead: RIPU-selected 2.2% oracle labels of the target pool, as a
+    ``target_labels(i, sample)`` callable; None until the active loop exists (column shows '-')."""
+    return None
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated method specs (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=100, help="adaptation iterations per method")
+    p.add_argument("--warmup-iters", type=int, default=800, help="source-only warm-up iterations")
+    p.add_argument("--stage-iters", type=int, default=50, help="iterations of post-hoc training stages (CR, CRA)")
+    p.add_argument("--image-size", type=size_arg, default=(64, 128), help="training/inference input HxW")
+    p.add_argument("--data-size", type=size_arg, default=(128, 256), help="synthcity image size HxW")
+    p.add_argument("--counts", type=lambda s: tuple(int(v) for v in s.split(",")), default=(400, 200, 100),
+                   help="synthcity source,target_train,target_val image counts")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=2.5e-4, help="SGD lr (head 10x); 1e-3 already diverges")
+    p.add_argument("--output-stride", type=int, default=8)
+    p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.ARG=VALUE",
+                   help="method constructor option, e.g. minent.lambda_ent=0.1 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
+    p.add_argument("--cache-dir", default=os.environ.get("SEGSTUDIO_CACHE", str(Path.home() / ".cache" / "segstudio")))
+    p.add_argument("--workdir", default=str(Path.home() / ".cache" / "segstudio" / "bench-methods"),
+                   help="where the warm-up checkpoint is kept")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    specs = [s.strip() for s in args.methods.split(",") if s.strip()]
+    for s in specs:   # fail fast on a bad spec, before any training
+        build_methods(s, parse_sets(args.set))
+
+    bench = Bench(args)
+    t0 = time.time()
+    warm = warmup(bench)
+    wm = bench.model()
+    wm.load_state_dict(load_checkpoint(warm)["model"])
+    warm_miou = bench.evaluate(wm)["miou"]
+    oracle = ripu_oracle_labels(bench, warm)
+    rows = {}
+    for s in specs:
+        rows[s] = run_method(s, warm, bench=bench)
+        if oracle is not None:
+            rows[s]["ripu"] = run_method(s, warm, oracle, bench=bench)["miou"]
+        print(f"{s}: mIoU {rows[s]['miou']:.1f}, {rows[s]['sec_per_it']:.2f} s/it", file=sys.stderr)
+
+    base = rows.get("source_only")
+    print(f"\n## UDA methods on synthcity (target val, {len(bench.val)} images)\n")
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
+          f"train/test input {args.image_size[0]}x{args.image_size[1]} (data {args.data_size[0]}x"
+          f"{args.data_size[1]}), batch {args.batch_size}+{args.batch_size}, lr {args.lr}, warm-up "
+          f"{args.warmup_iters} it (source only), then {args.iters} it per method, stages {args.stage_iters} it"
+          + (f"; options {bench.options}" if bench.options else "") + ".\n")
+    print("| method | target-val mIoU | vs source_only | s/it | x source_only | stage s | "
+          "with RIPU 2.2% oracle labels |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| warm-up checkpoint | {warm_miou:.1f} | | | | | |")
+    for s, r in rows.items():
+        d = "" if base is None else f"{r['miou'] - base['miou']:+.1f}"
+        rel = "" if base is None else f"{r['sec_per_it'] / base['sec_per_it']:.2f}"
+        ripu = f"{r['ripu']:.1f}" if "ripu" in r else "-"
+        print(f"| {s} | {r['miou']:.1f} | {d} | {r['sec_per_it']:.2f} | {rel} | {r['stage_seconds']:.0f} | {ripu} |")
+    print(f"\ntotal {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
