@@ -242,7 +242,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
 
 
 def _no_labels(i: int, sample: dict) -> np.ndarray:
-    return np.full(sample["image"].shape[:2], 255, np.uint8)
+    return np.full(np.shape(sample["label"])[:2], 255, np.uint8)
 
 
 def _plain(cfg: TrainConfig) -> dict:

@@ -1,7 +1,9 @@
 """ADVENT (Vu et al., CVPR 2019; reference/uda-methods.md M2b): entropy-map adversarial alignment.
 
 The discriminator (FCDiscriminator, core/methods/adversarial.py) sees the weighted self-information map
-``I = -p log2 p / log2 C`` of the softmax at the label size. Domain labels: source 0, target 1.
+``I = -p log2 p / log2 C`` of the softmax upsampled to the *input image* size of each domain (the same
+for both; target labels may be stored at a larger size, which would give D a scale cue).
+Domain labels: source 0, target 1. The input must be at least 32 pixels high and wide.
 
 * generator (``target_loss``, D frozen): ``lambda_adv * BCE(D(I_t), 0)`` -- target maps must look
   like source maps;
@@ -37,14 +39,14 @@ class AdvEnt(DiscriminatorMixin, Method):
         self.build_discriminator(ctx, FCDiscriminator(ctx.model.num_classes, self.ndf))
 
     def target_loss(self, ctx, batch, out):
-        d = self.frozen_d()(entropy_map(up(out.logits, batch["label"].shape[-2:])))
+        d = self.frozen_d()(entropy_map(up(out.logits, batch["image"].shape[-2:])))
         return {"adv_t": self.lambda_adv * _bce(d, SOURCE)}
 
     def adversary_step(self, ctx, batch_s, batch_t, out_s, out_t):
         if out_t is None:
             return {}
-        i_s = entropy_map(up(out_s.logits.detach().float(), batch_s["label"].shape[-2:]))
-        i_t = entropy_map(up(out_t.logits.detach().float(), batch_t["label"].shape[-2:]))
+        i_s = entropy_map(up(out_s.logits.detach().float(), batch_s["image"].shape[-2:]))
+        i_t = entropy_map(up(out_t.logits.detach().float(), batch_t["image"].shape[-2:]))
         return {"d_adv": self.d_update(ctx, lambda D: 0.5 * _bce(D(i_s), SOURCE) + 0.5 * _bce(D(i_t), TARGET))}
 
     def state_dict(self):

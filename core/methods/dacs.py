@@ -7,7 +7,9 @@ Per iteration:
 2. ClassMix, image i of the source batch into image i of the target batch: ``M`` = pixels of half of
    the classes present in source label i (``ceil(n/2)`` of them, drawn at random; 255 is never a
    class -- the reference draws from the whole batch and can pick 255, pitfall 4);
-   ``x_m = M*x_s + (1-M)*x_t``, ``y_m = M*y_s + (1-M)*y_pl``.
+   ``x_m = M*x_s + (1-M)*x_t``, ``y_m = M*y_s + (1-M)*y_pl``, at the training (image) size: target
+   pseudo-labels, weights and active labels, kept at the stored label size by the loop, are resized
+   by nearest neighbour for the mix (active pixels lost there are still supervised by ``ce_t``).
 3. Weights: 1 on source pixels; on target pixels one scalar per batch = the fraction of the batch's
    pixels whose teacher max-probability exceeds 0.968 (pitfall 3); active-labelled target pixels
    have weight 1 (their label, not the pseudo-label, is in ``y_m``).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from core.methods.base import Method
 from core.methods.services import IGNORE, ema_teacher
@@ -47,6 +50,13 @@ def class_mix(img_s, label_s, img_t, label_t, weight_t, mask):
     label = torch.where(mask, label_s, label_t)
     weight = torch.where(mask, torch.ones_like(weight_t), weight_t)
     return img, label, weight
+
+
+def _nearest(x: torch.Tensor, size) -> torch.Tensor:
+    """(B,H,W) labels/weights resized to ``size`` by nearest neighbour (unchanged if already there)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x[:, None].float(), size=tuple(size), mode="nearest")[:, 0].to(x.dtype)
 
 
 def _odd(n: float) -> int:
@@ -96,9 +106,11 @@ class DACS(Method):
 
     def mix(self, ctx, batch_s, batch_t):
         pl = batch_t["pseudo"]
-        mask = class_masks(batch_s["label"])
-        img, label, weight = class_mix(batch_s["image"], batch_s["label"], batch_t["image"], pl.label,
-                                       self.pseudo_weight(pl), mask)
+        size = batch_s["image"].shape[-2:]   # mix at the training size (target labels may be stored larger)
+        label_s = _nearest(batch_s["label"], size)
+        label_t, weight_t = _nearest(pl.label, size), _nearest(self.pseudo_weight(pl), size)
+        mask = class_masks(label_s)
+        img, label, weight = class_mix(batch_s["image"], label_s, batch_t["image"], label_t, weight_t, mask)
         if self.strong_aug:
             img = strong_augment(img, self.jitter, self.jitter_p, self.blur_p)
         return {"image": img, "label": label, "weight": weight, "mask": mask}

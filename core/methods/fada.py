@@ -2,8 +2,9 @@
 alignment of segmentor features.
 
 A PixelDiscriminator on ``out.feat`` predicts 2C logits (C "source, class k" + C "target, class k"),
-upsampled to the label size. Soft class labels ``a = clip(softmax(z / T), 0.9)`` (T = 1.8, clipped
-without renormalising) come from the detached logits at the label size.
+upsampled to the input image size (the same for both domains). Soft class labels
+``a = clip(softmax(z / T), 0.9)`` (T = 1.8, clipped without renormalising) come from the detached
+logits at that size.
 
 * generator (``target_loss``, D frozen): ``lambda_adv * SoftCE(D(f_t), [a_t, 0])``;
 * discriminator (``adversary_step``, detached features):
@@ -40,7 +41,7 @@ class FADA(DiscriminatorMixin, Method):
         return logits / self.T if self.temper_seg else logits
 
     def target_loss(self, ctx, batch, out):
-        size = batch["label"].shape[-2:]
+        size = batch["image"].shape[-2:]
         a_t = soft_labels(up(out.logits, size), self.T, self.clip)
         d = up(self.frozen_d()(out.feat), size)
         return {"adv_t": self.lambda_adv * soft_ce(d, domain_targets(a_t, source=True))}
@@ -48,7 +49,7 @@ class FADA(DiscriminatorMixin, Method):
     def adversary_step(self, ctx, batch_s, batch_t, out_s, out_t):
         if out_t is None:
             return {}
-        ss, st = batch_s["label"].shape[-2:], batch_t["label"].shape[-2:]
+        ss, st = batch_s["image"].shape[-2:], batch_t["image"].shape[-2:]
         a_s = soft_labels(up(out_s.logits.detach().float(), ss), self.T, self.clip)
         a_t = soft_labels(up(out_t.logits.detach().float(), st), self.T, self.clip)
         f_s, f_t = out_s.feat.detach().float(), out_t.feat.detach().float()
