@@ -24,9 +24,9 @@ from core.acquisition import ClassEntropyStats, acquire, cra_entropy, parse_budg
 from core.data.labels import SYNTHIA16
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou
-from core.methods import build_methods
+from core.methods import build_methods, compose_adjust, run_stages
 from core.models import Segmentor
-from core.train import TrainConfig, fit, load_checkpoint, resolve_device
+from core.train import TrainConfig, fit, load_checkpoint, resolve_device, save_checkpoint
 
 
 def load_data(cfg: RunConfig):
@@ -118,6 +118,7 @@ class ActiveSession:
         self.budget = parse_budget(cfg.budget) if cfg.budget else None
         self.metrics: list[dict] = []
         self.quiet = quiet
+        self.adjust = None     # logit adjustment of the current methods (label-shift IA), if any
 
     # -- steps -------------------------------------------------------------------------------
     def done(self, step: str) -> bool:
@@ -165,7 +166,8 @@ class ActiveSession:
             row = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
             return float(row.get("miou", float("nan")))
         t0 = time.time()
-        res = evaluate(self.model, self.val, self.cfg.image_size, device=self.device, desc=f"evaluate ({what})")
+        res = evaluate(self.model, self.val, self.cfg.image_size, device=self.device, desc=f"evaluate ({what})",
+                       adjust=self.adjust)
         storage.add_metric(self.db, self.run_id, rnd, "miou", res["miou"])
         storage.add_metric(self.db, self.run_id, rnd, "iou", [None if np.isnan(v) else float(v) for v in res["iou"]])
         storage.add_metric(self.db, self.run_id, rnd, "labeled_pct", self.labeled_pct())
@@ -207,7 +209,8 @@ class ActiveSession:
             s = self.target[i]
             H, W = s["label"].shape
             n = queries_per_round(self.budget, H, W, self.cfg.rounds, radius)[rnd - 1]
-            logits = predict_logits(self.model, s["image"], self.cfg.image_size, (H, W), device=self.device)
+            logits = predict_logits(self.model, s["image"], self.cfg.image_size, (H, W), device=self.device,
+                                    adjust=self.adjust)
             prob = logits.softmax(0).cpu().numpy().astype(np.float32)
             labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
             if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
@@ -263,9 +266,15 @@ class ActiveSession:
         for i, name in enumerate(self.target.names):
             img = storage.get_image(self.db, name)
             masks[i] = storage.label_mask(self.db, name, img["height"], img["width"])
-        fit(self.model, train_config(self.cfg, self.cfg.round_iterations), self.source, target=self.target,
-            target_labels=lambda i, s: masks[i], methods=build_methods(self.cfg.method), checkpoint=ck,
-            desc=f"round {rnd}: train")
+        methods = build_methods(self.cfg.method)
+        tcfg = train_config(self.cfg, self.cfg.round_iterations)
+        fit(self.model, tcfg, self.source, target=self.target, target_labels=lambda i, s: masks[i],
+            methods=methods, checkpoint=ck, desc=f"round {rnd}: train")
+        if any(m.post_hoc for m in methods):   # post-hoc stages (e.g. 'fada>cra', 'cr'), then re-save
+            run_stages(methods, self.model, self.source, self.target, cfg=tcfg,
+                       target_labels=lambda i, s: masks[i], progress=True)
+            save_checkpoint(ck, {**load_checkpoint(ck), "model": self.model.state_dict()})
+        self.adjust = compose_adjust(methods)   # e.g. label-shift IA at inference
         storage.add_checkpoint(self.db, self.run_id, step, str(ck))
         self.mark(step)
 

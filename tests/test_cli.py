@@ -126,6 +126,16 @@ def test_pixel_budget_oracle_run(tmp_path, cache):
     assert [c for (c,) in per_image] == [40] * 6
 
 
+def test_uda_methods_in_the_loop(tmp_path, cache):
+    w = tmp_path / "dacs_cra"
+    r = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle", "--rounds", "1", "--region-radius", "1",
+                "--method", "dacs+cra"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| round | labeled pixels" in r.stdout
+    bad = launch([*TINY, "--workdir", str(tmp_path / "x"), "--method", "advent+fada"], cache, timeout=120)
+    assert bad.returncode == 2 and "cannot be combined" in bad.stderr
+
+
 def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache):
     args = [*TINY, "--budget", "2.2%", "--oracle", "--rounds", "3", "--region-radius", "1",
             "--round-iterations", "6"]
