@@ -36,6 +36,8 @@ def main():
     p.add_argument("--fresh", action="store_true", help="delete --out first")
     p.add_argument("--init", default=None, help="an existing warm-up checkpoint of the same model "
                    "(e.g. from bench/domain_gap.py) instead of training one")
+    p.add_argument("--no-references", action="store_true", help="skip the source-only / fully supervised rows "
+                   "(e.g. when another process computes them)")
     a = p.parse_args()
     out = Path(a.out)
     if a.fresh and out.exists():
@@ -55,6 +57,10 @@ def main():
                                        resume=w.exists(), **base)))
             rows = storage.metrics_table(s.db, s.run_id)
             results[(budget, strategy)] = (rows[-1]["miou"], rows[-1]["labeled_pct"], time.time() - t0)
+    for (b, strategy), (miou, pct, sec) in results.items():
+        print(f"{b} {strategy}: mIoU {miou:.1f}, labeled {pct:.3f} %, {sec:.0f} s", flush=True)
+    if a.no_references:
+        return
     # references: warm-up (source only) and full supervision for the same number of iterations
     cfg = RunConfig(**{k: v for k, v in base.items() if k != "oracle"})
     source, target, val = load_data(cfg)
