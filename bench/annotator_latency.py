@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,20 +37,9 @@ from annotator.canvas_pixel import make_pixel_functions  # noqa: E402
 from annotator.canvas_region import make_region_functions  # noqa: E402
 from annotator.context import AnnotatorContext, b64  # noqa: E402
 from annotator.synthetic import seed_project  # noqa: E402
+from bench.common import machine  # noqa: E402
 
 TARGET_MS = 100.0
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def stats(ms: list[float]) -> tuple[float, float, float, float]:
