@@ -1221,7 +1221,9 @@ def ensure_synthcity(cache_dir, seed=0, size=DEFAULT_SIZE, counts=None, workers=
             bar = tqdm(total=len(tasks), desc=f"synthcity {size[0]}x{size[1]}", unit="img")
         if workers and workers > 1:
             import multiprocessing as mp
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            # spawn, not fork: a forked child deadlocks in OpenCV's thread pool when the parent has
+            # already used cv2 (or torch) threads, e.g. inside a test session or after training
+            ctx = mp.get_context("spawn")
             with ctx.Pool(int(workers), initializer=_worker_init) as pool:
                 for _ in pool.imap_unordered(job, tasks, chunksize=8):
                     if bar is not None:
