@@ -23,7 +23,7 @@ from app.oracle import answer_round
 from core.acquisition import ClassEntropyStats, acquire, cra_entropy, parse_budget, queries_per_round
 from core.data.labels import SYNTHIA16
 from core.data.registry import build_dataset, parse_dataset_spec
-from core.evaluate import evaluate, iou_table, mean_iou
+from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
 from core.methods import build_methods, compose_adjust, run_stages
 from core.models import Segmentor
 from core.train import TrainConfig, fit, load_checkpoint, resolve_device, save_checkpoint
@@ -203,8 +203,6 @@ class ActiveSession:
         out.mkdir(parents=True, exist_ok=True)
         stats = ClassEntropyStats(self.val.label_space.num_classes)
         self.model.eval()
-        from core.evaluate import predict_logits
-
         for i in tqdm(range(len(self.target)), desc=f"round {rnd}: score + select", dynamic_ncols=True):
             s = self.target[i]
             H, W = s["label"].shape
