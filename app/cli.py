@@ -104,12 +104,17 @@ def _annotator_options(p, d) -> None:
     an.add_argument("--users-file", default=None, help="file with one user:password per line")
 
 
+def _run_folder_options(p, d) -> None:
+    """--workdir and --cache-dir of the subcommands that reopen an existing run."""
+    p.add_argument("--workdir", default=d.workdir, help="the run's folder (default: %(default)s)")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="dataset cache (default: %(default)s)")
+
+
 def build_annotate_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = _Parser(prog="launch.py annotate", description="Open the browser annotator for the newest round of "
                 "the run in --workdir (the loop need not be running).")
-    p.add_argument("--workdir", default=d.workdir, help="the run's folder (default: %(default)s)")
-    p.add_argument("--cache-dir", default=d.cache_dir, help="dataset cache (default: %(default)s)")
+    _run_folder_options(p, d)
     _annotator_options(p, d)
     return p
 
@@ -118,8 +123,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = _Parser(prog="launch.py export", description="Write the run's labels as Cityscapes-format masks: "
                 "<stem>_gtFine_labelTrainIds.png (255 unlabeled), _labelIds.png, _color.png and manifest.json.")
-    p.add_argument("--workdir", default=d.workdir, help="the run's folder (default: %(default)s)")
-    p.add_argument("--cache-dir", default=d.cache_dir, help="dataset cache (default: %(default)s)")
+    _run_folder_options(p, d)
     p.add_argument("--out", required=True, help="output folder; nothing is written outside it")
     p.add_argument("--dense", action="store_true", help="fill unlabeled pixels with the final model's "
                    "prediction where its confidence is at least --threshold (255 below)")
