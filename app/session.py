@@ -145,7 +145,13 @@ class ActiveSession:
     def warmup(self):
         ck = self.ckpt_dir / "warmup.pt"
         if self.done("warmup"):
-            self.model.load_state_dict(load_checkpoint(ck)["model"])
+            row = storage.latest_checkpoint(self.db, self.run_id, "warmup")   # ours, or the --init file
+            path = Path(row["path"]) if row else ck
+            if path.exists():
+                self.model.load_state_dict(load_checkpoint(path)["model"])
+            elif not self.done("round1.train"):
+                raise ConfigError(f"cannot resume: the warm-up checkpoint {path} is gone")
+            # else: a finished round's checkpoint is loaded by resume_model()
         elif self.cfg.init:
             try:
                 self.model.load_state_dict(load_checkpoint(self.cfg.init)["model"])

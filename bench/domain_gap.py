@@ -1,7 +1,12 @@
 """The domain gap of the embedded benchmark, measured with the default model on target val:
 source-only vs. the same model trained on target-train labels. Prints a markdown table.
 
-    python bench/domain_gap.py [--iterations N] [--image-size HxW] [--workdir DIR]
+Also prints the ceiling that the output resolution puts on any model: the mIoU of a *perfect*
+prediction made at the logit resolution (image size / output stride), i.e. the ground truth
+area-averaged to that grid and upsampled bilinearly like the model's logits.
+
+    python bench/domain_gap.py [--iterations N] [--image-size HxW] [--lr LR --warmup N --grad-clip X]
+                               [--workdir DIR] [--ceiling-only]
 """
 import argparse
 import sys
@@ -13,8 +18,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.config import RunConfig, parse_size  # noqa: E402
 from app.session import build_model, load_data, train_config  # noqa: E402
 from bench.common import machine  # noqa: E402
-from core.evaluate import evaluate, iou_per_class  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from core.evaluate import confusion_matrix, evaluate, iou_per_class, mean_iou  # noqa: E402
 from core.train import fit  # noqa: E402
+
+
+def resolution_ceiling(val, grid: tuple[int, int], num_classes: int) -> np.ndarray:
+    """Confusion matrix of the perfect prediction at ``grid`` (h, w) logits: per-class label
+    fractions averaged over each cell, upsampled bilinearly to the label size, argmax."""
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    for i in range(len(val)):
+        lab = torch.from_numpy(val[i]["label"].astype(np.int64))
+        onehot = F.one_hot(lab.clamp(max=num_classes - 1), num_classes).permute(2, 0, 1).float()
+        onehot[:, lab == 255] = 0
+        cells = F.adaptive_avg_pool2d(onehot[None], grid)
+        pred = F.interpolate(cells, size=lab.shape, mode="bilinear", align_corners=False)[0].argmax(0)
+        conf += confusion_matrix(pred.numpy(), lab.numpy(), num_classes)
+    return conf
 
 
 def main():
@@ -24,6 +47,9 @@ def main():
     p.add_argument("--image-size", default="x".join(map(str, d.image_size)))
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--output-stride", type=int, default=d.output_stride)
+    p.add_argument("--warmup", type=int, default=0, help="linear lr warm-up iterations")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    p.add_argument("--ceiling-only", action="store_true", help="only the output-resolution ceiling")
     p.add_argument("--workdir", default="/tmp/domain_gap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=("source-only", "target-supervised"), default=None,
@@ -33,15 +59,29 @@ def main():
     cfg = RunConfig(iterations=a.iterations, image_size=parse_size(a.image_size), lr=a.lr, seed=a.seed,
                     output_stride=a.output_stride, workdir=a.workdir)
     source, target, val = load_data(cfg)
+    names = val.label_space.names
+    C = val.label_space.num_classes
+    grids = [(cfg.image_size[0] // os_, cfg.image_size[1] // os_) for os_ in (16, 8)]
+    ceil = {g: resolution_ceiling(val, g, C) for g in grids}
+    print(f"\nperfect prediction at the logit resolution (target val, {len(val)} images):\n")
+    print("| logits | " + " | ".join(names) + " | mIoU |\n|---|" + "---:|" * (len(names) + 1))
+    for g, conf in ceil.items():
+        print(f"| {g[0]}x{g[1]} | " + " | ".join(f"{100 * v:.0f}" for v in iou_per_class(conf))
+              + f" | **{mean_iou(conf):.1f}** |")
+    if a.ceiling_only:
+        return
     rows = {}
     for name, train_set in (("source-only", source), ("target-supervised", target)):
-        ck = Path(a.workdir) / f"{name}_{a.iterations}_{a.image_size}_os{a.output_stride}_lr{a.lr}.pt"
+        sched = f"_wu{a.warmup}_clip{a.grad_clip}" if (a.warmup or a.grad_clip) else ""
+        ck = Path(a.workdir) / f"{name}_{a.iterations}_{a.image_size}_os{a.output_stride}_lr{a.lr}{sched}.pt"
         if a.only not in (None, name) and not ck.exists():
             continue
         model = build_model(cfg, val.label_space.num_classes)
         t0 = time.time()
         if a.only in (None, name):
-            fit(model, train_config(cfg, cfg.iterations), train_set, desc=name, checkpoint=ck)
+            tcfg = train_config(cfg, cfg.iterations)
+            tcfg.warmup, tcfg.grad_clip = a.warmup, a.grad_clip
+            fit(model, tcfg, train_set, desc=name, checkpoint=ck)
         else:
             from core.train import load_checkpoint
             state = load_checkpoint(ck)
@@ -53,9 +93,8 @@ def main():
         print(f"{name}: target-val mIoU {res['miou']:.1f}", flush=True)
     if len(rows) < 2:
         return
-    names = val.label_space.names
     print(f"\n{machine()}\n\n{cfg.iterations} iterations, input {a.image_size}, output stride {a.output_stride}, "
-          f"lr {a.lr}\n")
+          f"lr {a.lr}, warm-up {a.warmup}, grad clip {a.grad_clip}\n")
     print("| model | target-val mIoU | seconds |\n|---|---:|---:|")
     for k, (res, s) in rows.items():
         print(f"| {k} | {res['miou']:.1f} | {s:.0f} |")

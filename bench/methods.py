@@ -17,10 +17,10 @@ Defaults are sized for ~15 minutes on 2 shared CPU cores (1 torch thread): train
 weights are kept (``--set`` overrides them); at this scale some of them (MinEnt 1e-3, the
 adversarial 1e-3) barely move the model within 100 iterations.
 
-The column "with RIPU 2.2% oracle labels" is a hook for the active loop: ``ripu_oracle_labels``
-returns None until it is wired; once it returns a ``target_labels(i, sample)`` callable (2.2% of the
-pixels per target image, chosen by RIPU with the warm-up model, answered from ground truth), every
-row is trained again through ``run_method(spec, warm_ckpt, target_labels=...)``.
+The column "with RIPU 2.2% oracle labels" trains every row again with active labels: the warm-up
+model scores the target-train pool once with RIPU (region mode, 17x17 regions), the whole 2.2% budget
+is picked in one round and answered from ground truth (``ripu_oracle_labels``). ``--no-labels``
+skips it.
 """
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.synthcity import SynthCity, ensure_synthcity  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
+import numpy as np  # noqa: E402
+
+from core.acquisition import acquire, queries_per_round  # noqa: E402
+from core.evaluate import evaluate, predict_logits  # noqa: E402
 from core.methods import build_methods, compose_adjust, run_stages  # noqa: E402
 from core.models import Segmentor  # noqa: E402
 from core.train import TrainConfig, fit, load_checkpoint, resolve_device  # noqa: E402
@@ -135,10 +138,29 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
             "stage_seconds": stage_s, "losses": out["losses"]}
 
 
-def ripu_oracle_labels(bench: Bench, warm_ckpt: Path):
-    """HOOK for the lead: RIPU-selected 2.2% oracle labels of the target pool, as a
-    ``target_labels(i, sample)`` callable; None until the active loop exists (column shows '-')."""
-    return None
+def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%", radius: int = 8):
+    """RIPU-selected oracle labels for the "with RIPU 2.2% oracle labels" column: the warm-up model
+    scores every target-train image once (region mode, the loop's default radius), ``select_queries``
+    picks the whole budget in one round, and the picked regions are answered from ground truth.
+    Returns ``target_labels(i, sample) -> uint8 (H,W)`` (255 outside the regions) and the % labeled."""
+    a = bench.args
+    model = bench.model()
+    model.load_state_dict(load_checkpoint(warm_ckpt)["model"])
+    model.eval()
+    device = resolve_device(a.device)
+    model.to(device)
+    masks, labeled = {}, 0
+    for i in range(len(bench.target)):
+        s = bench.target[i]
+        gt = s["label"]
+        H, W = gt.shape
+        n = queries_per_round(budget, H, W, 1, radius)[0]
+        prob = predict_logits(model, s["image"], a.image_size, (H, W), device=device).softmax(0).cpu().numpy()
+        newly = acquire(prob.astype(np.float32), np.zeros((H, W), bool), n, "ripu", "region", radius)["newly"]
+        masks[i] = np.where(newly, gt, 255).astype(np.uint8)
+        labeled += int(newly.sum())
+    total = sum(bench.target[i]["label"].size for i in range(len(bench.target)))
+    return (lambda i, sample: masks[i]), 100.0 * labeled / total
 
 
 def main(argv=None) -> None:
@@ -164,6 +186,7 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=str(Path.home() / ".cache" / "segstudio" / "bench-methods"),
                    help="where the warm-up checkpoint is kept")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--no-labels", action="store_true", help="skip the 'with RIPU 2.2%% oracle labels' column")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     specs = [s.strip() for s in args.methods.split(",") if s.strip()]
@@ -176,7 +199,7 @@ def main(argv=None) -> None:
     wm = bench.model()
     wm.load_state_dict(load_checkpoint(warm)["model"])
     warm_miou = bench.evaluate(wm)["miou"]
-    oracle = ripu_oracle_labels(bench, warm)
+    oracle, oracle_pct = (None, 0.0) if args.no_labels else ripu_oracle_labels(bench, warm)
     rows = {}
     for s in specs:
         rows[s] = run_method(s, warm, bench=bench)
@@ -190,7 +213,9 @@ def main(argv=None) -> None:
           f"train/test input {args.image_size[0]}x{args.image_size[1]} (data {args.data_size[0]}x"
           f"{args.data_size[1]}), batch {args.batch_size}+{args.batch_size}, lr {args.lr}, warm-up "
           f"{args.warmup_iters} it (source only), then {args.iters} it per method, stages {args.stage_iters} it"
-          + (f"; options {bench.options}" if bench.options else "") + ".\n")
+          + (f"; options {bench.options}" if bench.options else "")
+          + (f"; RIPU column: {oracle_pct:.2f}% of target-train pixels (17x17 regions picked once by the "
+             "warm-up model, answered from ground truth)" if oracle is not None else "") + ".\n")
     print("| method | target-val mIoU | vs source_only | s/it | x source_only | stage s | "
           "with RIPU 2.2% oracle labels |")
     print("|---|---:|---:|---:|---:|---:|---:|")

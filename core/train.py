@@ -33,6 +33,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    warmup: int = 0                  # linear lr warm-up iterations before the poly decay
     image_size: tuple[int, int] = (128, 256)   # (H, W) training size
     flip: bool = True
     seed: int = 0
@@ -100,8 +101,11 @@ def batches(view: TrainView, batch_size: int, seed: int):
                        else [x[k] for x in items]) for k in items[0]}
 
 
-def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float) -> None:
+def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float, warmup: int = 0) -> None:
+    """The papers' poly decay, after an optional linear warm-up of `warmup` iterations."""
     f = (1 - it / max(total, 1)) ** power
+    if it < warmup:
+        f *= (it + 1) / warmup
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * f
 
@@ -183,7 +187,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
                disable=not progress or rank != 0, dynamic_ncols=True)
     for it in bar:
         ctx.iteration = it
-        poly_lr(opt, it, cfg.iterations, cfg.poly_power)
+        poly_lr(opt, it, cfg.iterations, cfg.poly_power, cfg.warmup)
         bs = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(src).items()}
         bt = None
         if tgt is not None:

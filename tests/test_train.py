@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -63,3 +64,20 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     # and training did change the weights (the ranks saw different batches)
     assert any(not torch.equal(w0[k], init[k]) for k in w0 if w0[k].is_floating_point())
+
+
+def test_poly_lr_with_linear_warmup():
+    from core.train import poly_lr
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([dict(params=[p], lr=1.0, base_lr=1.0)], lr=1.0)
+    seen = []
+    for it in range(100):
+        poly_lr(opt, it, 100, 0.9, warmup=10)
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen[0] == pytest.approx(0.1 * (1 - 0 / 100) ** 0.9)
+    assert seen[9] == pytest.approx((1 - 9 / 100) ** 0.9)          # warm-up ends at the poly value
+    assert all(a < b for a, b in zip(seen[:9], seen[1:10]))          # rising during warm-up
+    assert all(a > b for a, b in zip(seen[10:], seen[11:]))          # decaying afterwards
+    poly_lr(opt, 50, 100, 0.9)                                       # no warm-up: plain poly
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 ** 0.9)
