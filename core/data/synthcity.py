@@ -1065,9 +1065,7 @@ def _render(seed, domain, split, index, size):
     pr = _PRIORS[domain]
     pal = _Pal(rng, tgt)
     featured = _FEATURED[index % len(_FEATURED)]
-    import os
-    _fs = float(os.environ.get("FSCALE", "1"))
-    f = W * (0.6 if not tgt else 0.62) * _fs * rng.uniform(0.96, 1.04)
+    f = W * (0.6 if not tgt else 0.62) * rng.uniform(0.96, 1.04)
     cx = W / 2 + rng.uniform(-0.04, 0.04) * W
     if tgt:
         cam = _Cam(H, W, f, cx, H * rng.uniform(0.47, 0.53), rng.uniform(1.55, 1.75))
