@@ -2,6 +2,7 @@
 
     python bench/methods.py [--iters 100] [--warmup-iters 400] [--image-size 64x128] \
         [--methods "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"] [--set minent.lambda_ent=0.1]
+        [--init CKPT] [--lr 2.5e-3 --lr-warmup 50 --grad-clip 5] [--columns uda,labels]
 
 One shared source-only warm-up checkpoint (``--warmup-iters``, reused when it exists), then every
 method spec trains ``--iters`` more iterations from it with *no target labels* (pure UDA), runs its
@@ -94,7 +95,8 @@ class Bench:
     def cfg(self, iterations: int) -> TrainConfig:
         a = self.args
         return TrainConfig(iterations=iterations, batch_size=a.batch_size, lr=a.lr, image_size=a.image_size,
-                           seed=a.seed, device=a.device, checkpoint_every=10 ** 9)
+                           seed=a.seed, device=a.device, checkpoint_every=10 ** 9, warmup=a.lr_warmup,
+                           grad_clip=a.grad_clip)
 
     def evaluate(self, model, methods=()) -> dict:
         return evaluate(model, self.val, self.args.image_size, device=resolve_device(self.args.device),
@@ -104,6 +106,8 @@ class Bench:
 def warmup(bench: Bench) -> Path:
     """The shared source-only warm-up checkpoint (trained once per configuration, then reused)."""
     a = bench.args
+    if a.init:
+        return Path(a.init)
     key = json.dumps([a.seed, a.data_size, a.counts, a.image_size, a.batch_size, a.lr, a.warmup_iters,
                       a.weights, a.output_stride])
     ck = bench.workdir / f"warmup-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
@@ -174,8 +178,12 @@ def main(argv=None) -> None:
     p.add_argument("--counts", type=lambda s: tuple(int(v) for v in s.split(",")), default=(400, 200, 100),
                    help="synthcity source,target_train,target_val image counts")
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2.5e-4, help="SGD lr (head 10x); 1e-3 already diverges")
+    p.add_argument("--lr", type=float, default=2.5e-4, help="SGD lr (head 10x); without --lr-warmup 1e-3 already diverges")
     p.add_argument("--output-stride", type=int, default=8)
+    p.add_argument("--lr-warmup", type=int, default=0, help="linear lr warm-up iterations of each method's run")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    p.add_argument("--init", default=None, help="an existing source-only checkpoint of the same model "
+                   "(e.g. from bench/domain_gap.py) instead of the warm-up")
     p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.ARG=VALUE",
                    help="method constructor option, e.g. minent.lambda_ent=0.1 (repeatable)")
@@ -186,9 +194,13 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=str(Path.home() / ".cache" / "segstudio" / "bench-methods"),
                    help="where the warm-up checkpoint is kept")
     p.add_argument("--progress", action="store_true", help="show progress bars")
-    p.add_argument("--no-labels", action="store_true", help="skip the 'with RIPU 2.2%% oracle labels' column")
+    p.add_argument("--columns", default="uda,labels",
+                   help="uda (no target labels), labels (with RIPU 2.2%% oracle labels), or both (default)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    columns = set(args.columns.split(","))
+    if not columns or columns - {"uda", "labels"}:
+        raise SystemExit(f"--columns expects uda, labels or uda,labels; got {args.columns!r}")
     specs = [s.strip() for s in args.methods.split(",") if s.strip()]
     for s in specs:   # fail fast on a bad spec, before any training
         build_methods(s, parse_sets(args.set))
@@ -199,20 +211,24 @@ def main(argv=None) -> None:
     wm = bench.model()
     wm.load_state_dict(load_checkpoint(warm)["model"])
     warm_miou = bench.evaluate(wm)["miou"]
-    oracle, oracle_pct = (None, 0.0) if args.no_labels else ripu_oracle_labels(bench, warm)
+    oracle, oracle_pct = ripu_oracle_labels(bench, warm) if "labels" in columns else (None, 0.0)
     rows = {}
     for s in specs:
-        rows[s] = run_method(s, warm, bench=bench)
+        rows[s] = run_method(s, warm, bench=bench) if "uda" in columns else \
+            {"miou": float("nan"), "sec_per_it": float("nan"), "stage_seconds": float("nan")}
         if oracle is not None:
             rows[s]["ripu"] = run_method(s, warm, oracle, bench=bench)["miou"]
-        print(f"{s}: mIoU {rows[s]['miou']:.1f}, {rows[s]['sec_per_it']:.2f} s/it", file=sys.stderr)
+        print(f"{s}: mIoU {rows[s]['miou']:.1f} / with labels {rows[s].get('ripu', float('nan')):.1f}, "
+              f"{rows[s]['sec_per_it']:.2f} s/it", file=sys.stderr, flush=True)
 
     base = rows.get("source_only")
     print(f"\n## UDA methods on synthcity (target val, {len(bench.val)} images)\n")
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
           f"train/test input {args.image_size[0]}x{args.image_size[1]} (data {args.data_size[0]}x"
           f"{args.data_size[1]}), batch {args.batch_size}+{args.batch_size}, lr {args.lr}, warm-up "
-          f"{args.warmup_iters} it (source only), then {args.iters} it per method, stages {args.stage_iters} it"
+          + (f"from {args.init}" if args.init else f"{args.warmup_iters} it (source only)")
+          + f", then {args.iters} it per method (lr warm-up {args.lr_warmup}, grad clip {args.grad_clip}), "
+          f"stages {args.stage_iters} it"
           + (f"; options {bench.options}" if bench.options else "")
           + (f"; RIPU column: {oracle_pct:.2f}% of target-train pixels (17x17 regions picked once by the "
              "warm-up model, answered from ground truth)" if oracle is not None else "") + ".\n")
@@ -220,11 +236,14 @@ def main(argv=None) -> None:
           "with RIPU 2.2% oracle labels |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| warm-up checkpoint | {warm_miou:.1f} | | | | | |")
+    def num(v, fmt):   # '-' for a column that was not run
+        return "-" if v != v else format(v, fmt)
+
     for s, r in rows.items():
-        d = "" if base is None else f"{r['miou'] - base['miou']:+.1f}"
-        rel = "" if base is None else f"{r['sec_per_it'] / base['sec_per_it']:.2f}"
-        ripu = f"{r['ripu']:.1f}" if "ripu" in r else "-"
-        print(f"| {s} | {r['miou']:.1f} | {d} | {r['sec_per_it']:.2f} | {rel} | {r['stage_seconds']:.0f} | {ripu} |")
+        d = "" if base is None else num(r["miou"] - base["miou"], "+.1f")
+        rel = "" if base is None else num(r["sec_per_it"] / base["sec_per_it"], ".2f")
+        print(f"| {s} | {num(r['miou'], '.1f')} | {d} | {num(r['sec_per_it'], '.2f')} | {rel} | "
+              f"{num(r['stage_seconds'], '.0f')} | {num(r.get('ripu', float('nan')), '.1f')} |")
     print(f"\ntotal {time.time() - t0:.0f} s")
 
 
