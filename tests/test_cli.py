@@ -200,3 +200,18 @@ def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tm
     assert "mIoU* (13 classes)" in r.stdout and "| terrain |" not in r.stdout   # SYNTHIA's 16 classes
     bad = launch(["--source", f"gta5:{tmp_path / 'missing'}", "--workdir", str(tmp_path / "w3")], cache, timeout=120)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_resume_after_the_init_checkpoint_was_removed(tmp_path, cache):
+    warm = tmp_path / "warm"
+    assert launch([*TINY, "--workdir", str(warm), "--budget", "none"], cache).returncode == 0
+    init = tmp_path / "init.pt"
+    (warm / "checkpoints" / "warmup.pt").rename(init)
+    w = tmp_path / "from_init"
+    args = [*TINY, "--budget", "2.2%", "--oracle", "--rounds", "1", "--region-radius", "1", "--workdir", str(w)]
+    r = launch([*args, "--init", str(init)], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    init.unlink()   # the run's warm-up came from a file that is gone now; its round 1 checkpoint is not
+    again = launch([*args, "--resume"], cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
