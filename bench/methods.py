@@ -88,14 +88,14 @@ class Bench:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     def model(self) -> Segmentor:
-        torch.manual_seed(self.args.seed)
+        torch.manual_seed(self.args.train_seed)
         return Segmentor(19, output_stride=self.args.output_stride,
                          weights=None if self.args.weights == "none" else self.args.weights)
 
     def cfg(self, iterations: int) -> TrainConfig:
         a = self.args
         return TrainConfig(iterations=iterations, batch_size=a.batch_size, lr=a.lr, image_size=a.image_size,
-                           seed=a.seed, device=a.device, checkpoint_every=10 ** 9, warmup=a.lr_warmup,
+                           seed=a.train_seed, device=a.device, checkpoint_every=10 ** 9, warmup=a.lr_warmup,
                            grad_clip=a.grad_clip)
 
     def evaluate(self, model, methods=()) -> dict:
@@ -187,7 +187,8 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.ARG=VALUE",
                    help="method constructor option, e.g. minent.lambda_ent=0.1 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="benchmark (data) seed")
+    p.add_argument("--train-seed", type=int, default=None, help="training seed (default: --seed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
     p.add_argument("--cache-dir", default=os.environ.get("SEGSTUDIO_CACHE", str(Path.home() / ".cache" / "segstudio")))
@@ -198,6 +199,8 @@ def main(argv=None) -> None:
                    help="uda (no target labels), labels (with RIPU 2.2%% oracle labels), or both (default)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.train_seed is None:
+        args.train_seed = args.seed
     columns = set(args.columns.split(","))
     if not columns or columns - {"uda", "labels"}:
         raise SystemExit(f"--columns expects uda, labels or uda,labels; got {args.columns!r}")
