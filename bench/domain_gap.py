@@ -15,15 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import RunConfig, parse_size  # noqa: E402
-from app.session import build_model, load_data, train_config  # noqa: E402
-from bench.common import machine  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from app.config import RunConfig, parse_size  # noqa: E402
+from app.session import build_model, load_data, train_config  # noqa: E402
+from bench.common import machine  # noqa: E402
 from core.evaluate import confusion_matrix, evaluate, iou_per_class, mean_iou  # noqa: E402
-from core.train import fit  # noqa: E402
+from core.train import fit, load_checkpoint  # noqa: E402
 
 
 def resolution_ceiling(val, grid: tuple[int, int], num_classes: int) -> np.ndarray:
@@ -71,8 +71,8 @@ def main():
     if a.ceiling_only:
         return
     rows = {}
+    sched = f"_wu{a.warmup}_clip{a.grad_clip}" if (a.warmup or a.grad_clip) else ""
     for name, train_set in (("source-only", source), ("target-supervised", target)):
-        sched = f"_wu{a.warmup}_clip{a.grad_clip}" if (a.warmup or a.grad_clip) else ""
         ck = Path(a.workdir) / f"{name}_{a.iterations}_{a.image_size}_os{a.output_stride}_lr{a.lr}{sched}.pt"
         if a.only not in (None, name) and not ck.exists():
             continue
@@ -83,7 +83,6 @@ def main():
             tcfg.warmup, tcfg.grad_clip = a.warmup, a.grad_clip
             fit(model, tcfg, train_set, desc=name, checkpoint=ck)
         else:
-            from core.train import load_checkpoint
             state = load_checkpoint(ck)
             if state["iteration"] < cfg.iterations:
                 continue

@@ -20,8 +20,8 @@ adversarial 1e-3) barely move the model within 100 iterations.
 
 The column "with RIPU 2.2% oracle labels" trains every row again with active labels: the warm-up
 model scores the target-train pool once with RIPU (region mode, 17x17 regions), the whole 2.2% budget
-is picked in one round and answered from ground truth (``ripu_oracle_labels``). ``--no-labels``
-skips it.
+is picked in one round and answered from ground truth (``ripu_oracle_labels``). ``--columns uda``
+skips it, ``--columns labels`` runs only it.
 """
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.synthcity import SynthCity, ensure_synthcity  # noqa: E402
 import numpy as np  # noqa: E402
+
+from app.config import RunConfig  # noqa: E402
+from app.session import region_radius  # noqa: E402
 
 from core.acquisition import acquire, queries_per_round  # noqa: E402
 from core.evaluate import evaluate, predict_logits  # noqa: E402
@@ -142,7 +145,7 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
             "stage_seconds": stage_s, "losses": out["losses"]}
 
 
-def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%", radius: int = 8):
+def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%"):
     """RIPU-selected oracle labels for the "with RIPU 2.2% oracle labels" column: the warm-up model
     scores every target-train image once (region mode, the loop's default radius), ``select_queries``
     picks the whole budget in one round, and the picked regions are answered from ground truth.
@@ -153,7 +156,8 @@ def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%", radi
     model.eval()
     device = resolve_device(a.device)
     model.to(device)
-    masks, labeled = {}, 0
+    radius = region_radius(RunConfig(), "region")   # the loop's default (17x17 regions)
+    masks, labeled, total = {}, 0, 0
     for i in range(len(bench.target)):
         s = bench.target[i]
         gt = s["label"]
@@ -163,7 +167,7 @@ def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%", radi
         newly = acquire(prob.astype(np.float32), np.zeros((H, W), bool), n, "ripu", "region", radius)["newly"]
         masks[i] = np.where(newly, gt, 255).astype(np.uint8)
         labeled += int(newly.sum())
-    total = sum(bench.target[i]["label"].size for i in range(len(bench.target)))
+        total += gt.size
     return (lambda i, sample: masks[i]), 100.0 * labeled / total
 
 
