@@ -203,10 +203,15 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
                 terms.update(m.source_loss(ctx, bs, out_s))
             out_t = None
             if bt is not None:
-                out_t = net(bt["image"])
-                logits_t = ctx.upsample(out_t.logits, bt["label"]).float()
-                # active labels: mean CE over labeled pixels; zero (but in the graph) when none
-                terms["ce_t"] = ce(logits_t, bt["label"]) if (bt["label"] != 255).any() else logits_t.sum() * 0
+                labeled = bool((bt["label"] != 255).any())
+                # the student's target forward is skipped when nothing reads it (e.g. DACS, source_only
+                # without active labels); pseudo-labels then come from the teacher
+                if labeled or any(m.uses_target_output for m in methods) or (
+                        "ema_teacher" not in ctx.services and any(m.needs_pseudo_labels for m in methods)):
+                    out_t = net(bt["image"])
+                    logits_t = ctx.upsample(out_t.logits, bt["label"]).float()
+                    # active labels: mean CE over labeled pixels; zero (but in the graph) when none
+                    terms["ce_t"] = ce(logits_t, bt["label"]) if labeled else logits_t.sum() * 0
                 if any(m.needs_pseudo_labels for m in methods):
                     # teacher (if any) or detached student; active labels override pseudo-labels
                     bt["pseudo"] = make_pseudo_labels(ctx, bt, out_t)

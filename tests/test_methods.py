@@ -126,7 +126,38 @@ def test_each_method_with_ripu_trains_finite_and_resumes(name, tmp_path):
 def test_source_only_fit_never_trains_on_target_ground_truth():
     src, tgt = data()
     out = fit(tiny(), TrainConfig(iterations=1, image_size=SIZE), src, tgt, progress=False)
-    assert out["losses"]["ce_t"] == 0
+    assert out["losses"].get("ce_t", 0) == 0
+    out = fit(tiny(), TrainConfig(iterations=1, image_size=SIZE), src, tgt, methods=build_methods("minent"),
+              progress=False)
+    assert out["losses"]["ce_t"] == 0   # the target forward ran (MinEnt reads it), with no labels
+
+
+def test_unused_target_forward_is_skipped_without_active_labels():
+    """source_only and DACS never read the student's target output: without active labels the loop
+    skips that forward (1 student forward per iteration for source_only, 2 for DACS: source + mixed);
+    with active labels it runs and the target CE is trained."""
+    src, tgt = data()
+
+    def forwards(spec, labels=None):
+        model = tiny()
+        calls = []
+        # counts student forwards only: the EMA teacher is a deep copy (hook included) in eval mode
+        model.register_forward_hook(lambda mod, inp, out: calls.append(1) if mod.training else None)
+        out = fit(model, TrainConfig(iterations=2, image_size=SIZE), src, tgt, target_labels=labels,
+                  methods=build_methods(spec), progress=False)
+        return len(calls) / 2, out["losses"]
+
+    assert forwards("source_only")[0] == 1
+    assert forwards("dacs")[0] == 2
+    assert forwards("advent")[0] == 2
+
+    def some(i, sample):
+        lab = np.full(np.shape(sample["label"])[:2], 255, np.uint8)
+        lab[:4, :4] = 0
+        return lab
+
+    n, losses = forwards("dacs", some)
+    assert n == 3 and losses["ce_t"] > 0
 
 
 # ----------------------------------------------------------------------------- EMA teacher

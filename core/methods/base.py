@@ -6,6 +6,8 @@ loop calls, in order::
     out_s = model(x_s)
     loss  = CE(m.source_logits(out_s.logits), y_s) + sum(m.source_loss(ctx, batch_s, out_s))
     out_t = model(x_t); loss += CE on active labels (batch_t["label"] != 255)
+                                                           # skipped (out_t = None) when the batch has no active
+                                                           # labels and every method sets uses_target_output = False
     if any(m.needs_pseudo_labels):                         # teacher (if any) or the detached student
         batch_t["pseudo"] = PseudoLabel(...)               # active labels override pseudo-labels
         batch_t["pseudo"] = m.refine_pseudo_labels(ctx, batch_t, batch_t["pseudo"])   # IA, CRA trust, ...
@@ -48,6 +50,8 @@ class Method:
     exclusive: frozenset = frozenset()   # roles from ROLES this method takes
     conflicts: tuple = ()                # names of methods it cannot be combined with
     needs_pseudo_labels = False          # the loop builds batch_t["pseudo"] when any method sets this
+    uses_target_output = True            # False: target_loss/adversary_step never read the student's target
+                                         # output, so without active labels the loop may skip that forward
     post_hoc = False                     # run_stages() calls stage() after fit
     order = 50                           # build_methods sorts a composition by it (stable): hooks run in
                                          # that order, e.g. IA (10) adjusts pseudo-labels before CRA (80) splits them

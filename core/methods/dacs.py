@@ -90,6 +90,7 @@ class DACS(Method):
     name = "dacs"
     exclusive = frozenset({"mix"})
     needs_pseudo_labels = True
+    uses_target_output = False   # the teacher labels the target; the student trains on the mixed image
 
     def __init__(self, alpha: float = 0.99, threshold: float = 0.968, strong_aug: bool = True,
                  jitter: float = 0.2, jitter_p: float = 0.8, blur_p: float = 0.5):

@@ -5,3 +5,4 @@ from core.methods.base import Method
 
 class SourceOnly(Method):
     name = "source_only"
+    uses_target_output = False
