@@ -181,6 +181,10 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         tgt = batches(TrainView(target, cfg.image_size, cfg.flip, labels=target_labels, keep_label_size=True),
                       cfg.batch_size, cfg.seed * 104729 + rank + start)
     ce = nn.CrossEntropyLoss(ignore_index=255)
+    # the student's target forward is skipped on batches without active labels when nothing reads it
+    # (source_only, DACS: pseudo-labels come from the teacher, created in setup)
+    target_output_read = any(m.uses_target_output for m in methods) or (
+        "ema_teacher" not in ctx.services and any(m.needs_pseudo_labels for m in methods))
     smooth: dict[str, float] = {}
     t0 = time.time()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=desc,
@@ -204,10 +208,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
             out_t = None
             if bt is not None:
                 labeled = bool((bt["label"] != 255).any())
-                # the student's target forward is skipped when nothing reads it (e.g. DACS, source_only
-                # without active labels); pseudo-labels then come from the teacher
-                if labeled or any(m.uses_target_output for m in methods) or (
-                        "ema_teacher" not in ctx.services and any(m.needs_pseudo_labels for m in methods)):
+                if labeled or target_output_read:
                     out_t = net(bt["image"])
                     logits_t = ctx.upsample(out_t.logits, bt["label"]).float()
                     # active labels: mean CE over labeled pixels; zero (but in the graph) when none
