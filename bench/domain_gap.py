@@ -5,8 +5,10 @@ Also prints the ceiling that the output resolution puts on any model: the mIoU o
 prediction made at the logit resolution (image size / output stride), i.e. the ground truth
 area-averaged to that grid and upsampled bilinearly like the model's logits.
 
-    python bench/domain_gap.py [--iterations N] [--image-size HxW] [--lr LR --warmup N --grad-clip X]
-                               [--workdir DIR] [--ceiling-only]
+    python bench/domain_gap.py [--iterations N] [--target-iterations N] [--head NAME] [--crop HxW]
+                               [--lr LR --warmup N --grad-clip X] [--workdir DIR] [--ceiling-only]
+
+Defaults are the run's (RunConfig: the "cpu" recipe); evaluation predicts the full stored images.
 """
 import argparse
 import sys
@@ -43,12 +45,17 @@ def resolution_ceiling(val, grid: tuple[int, int], num_classes: int) -> np.ndarr
 def main():
     d = RunConfig()
     p = argparse.ArgumentParser()
-    p.add_argument("--iterations", type=int, default=d.iterations)
-    p.add_argument("--image-size", default="x".join(map(str, d.image_size)))
+    p.add_argument("--iterations", type=int, default=d.iterations, help="source-only iterations")
+    p.add_argument("--target-iterations", type=int, default=None, help="target-supervised iterations "
+                   "(default: --iterations)")
+    p.add_argument("--head", default=d.head)
+    p.add_argument("--crop", default="x".join(map(str, d.crop)))
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--output-stride", type=int, default=d.output_stride)
-    p.add_argument("--warmup", type=int, default=0, help="linear lr warm-up iterations")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear lr warm-up iterations")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="clip the gradient norm (0: off)")
+    p.add_argument("--synth-size", default="x".join(map(str, d.synth_size)))
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N iterations (learning curve)")
     p.add_argument("--ceiling-only", action="store_true", help="only the output-resolution ceiling")
     p.add_argument("--workdir", default="/tmp/domain_gap")
     p.add_argument("--seed", type=int, default=0)
@@ -56,12 +63,15 @@ def main():
                    help="train one of the two (e.g. two processes with OMP_NUM_THREADS=1 side by side); "
                         "checkpoints in --workdir make reruns resume, and the table uses whatever is finished")
     a = p.parse_args()
-    cfg = RunConfig(iterations=a.iterations, image_size=parse_size(a.image_size), lr=a.lr, seed=a.seed,
-                    output_stride=a.output_stride, workdir=a.workdir)
+    cfg = RunConfig(iterations=a.iterations, crop=parse_size(a.crop), lr=a.lr, seed=a.seed, head=a.head,
+                    output_stride=a.output_stride, workdir=a.workdir, warmup=a.warmup, grad_clip=a.grad_clip or None,
+                    synth_size=parse_size(a.synth_size, "--synth-size"))
+    window = tuple(cfg.infer_window)
     source, target, val = load_data(cfg)
     names = val.label_space.names
     C = val.label_space.num_classes
-    grids = [(cfg.image_size[0] // os_, cfg.image_size[1] // os_) for os_ in (16, 8)]
+    H, W = cfg.synth_size
+    grids = [(H // s, W // s) for s in (16, 8, 4)]   # DeepLabV2 at OS16 / OS8, DeepLabV3+ (stride 4)
     ceil = {g: resolution_ceiling(val, g, C) for g in grids}
     print(f"\nperfect prediction at the logit resolution (target val, {len(val)} images):\n")
     print("| logits | " + " | ".join(names) + " | mIoU |\n|---|" + "---:|" * (len(names) + 1))
@@ -71,28 +81,34 @@ def main():
     if a.ceiling_only:
         return
     rows = {}
-    sched = f"_wu{a.warmup}_clip{a.grad_clip}" if (a.warmup or a.grad_clip) else ""
+    sched = f"_wu{a.warmup}_clip{a.grad_clip}"
+    iters = {"source-only": a.iterations, "target-supervised": a.target_iterations or a.iterations}
     for name, train_set in (("source-only", source), ("target-supervised", target)):
-        ck = Path(a.workdir) / f"{name}_{a.iterations}_{a.image_size}_os{a.output_stride}_lr{a.lr}{sched}.pt"
+        n = iters[name]
+        ck = Path(a.workdir) / f"{name}_{n}_{a.head}_{a.crop}_os{a.output_stride}_lr{a.lr}{sched}_s{a.seed}.pt"
         if a.only not in (None, name) and not ck.exists():
             continue
         model = build_model(cfg, val.label_space.num_classes)
         t0 = time.time()
         if a.only in (None, name):
-            tcfg = train_config(cfg, cfg.iterations)
-            tcfg.warmup, tcfg.grad_clip = a.warmup, a.grad_clip
+            tcfg = train_config(cfg, n)
+            if a.eval_every:   # learning curve: train in chunks on the same schedule (resumes the checkpoint)
+                for stop in range(a.eval_every, n, a.eval_every):
+                    tcfg.checkpoint_every = a.eval_every
+                    fit(model, tcfg, train_set, desc=name, checkpoint=ck, stop_at=stop)
+                    print(f"{name} @ {stop}: {evaluate(model, val, window, progress=False)['miou']:.1f}", flush=True)
             fit(model, tcfg, train_set, desc=name, checkpoint=ck)
         else:
             state = load_checkpoint(ck)
-            if state["iteration"] < cfg.iterations:
+            if state["iteration"] < n:
                 continue
             model.load_state_dict(state["model"])
-        res = evaluate(model, val, cfg.image_size, desc=f"eval {name}")
+        res = evaluate(model, val, window, desc=f"eval {name}")
         rows[name] = (res, time.time() - t0)
         print(f"{name}: target-val mIoU {res['miou']:.1f}", flush=True)
     if len(rows) < 2:
         return
-    print(f"\n{machine()}\n\n{cfg.iterations} iterations, input {a.image_size}, output stride {a.output_stride}, "
+    print(f"\n{machine()}\n\n{iters} iterations, head {a.head}, crops {a.crop}, output stride {a.output_stride}, "
           f"lr {a.lr}, warm-up {a.warmup}, grad clip {a.grad_clip}\n")
     print("| model | target-val mIoU | seconds |\n|---|---:|---:|")
     for k, (res, s) in rows.items():

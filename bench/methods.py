@@ -1,6 +1,6 @@
 """UDA methods on the embedded benchmark (synthcity): target-val mIoU and seconds per iteration.
 
-    python bench/methods.py [--iters 100] [--warmup-iters 400] [--image-size 64x128] \
+    python bench/methods.py [--iters 1000] [--warmup-iters 2000] [--crop 128x256] \
         [--methods "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"] [--set minent.lambda_ent=0.1]
         [--init CKPT] [--lr 2.5e-3 --lr-warmup 50 --grad-clip 5] [--columns uda,labels]
 
@@ -12,11 +12,9 @@ target val split (with the methods' logit adjustment, i.e. IA). ``source_only`` 
 Prints a markdown table: mIoU, the difference to source_only, seconds per training iteration
 (the loop only; stages are timed separately) and that time relative to source_only.
 
-Defaults are sized for ~15 minutes on 2 shared CPU cores (1 torch thread): training at 64x128 on a
-128x256 synthcity set (400 source / 200 target train / 100 target val), the papers' lr 2.5e-4 (head
-10x; 1e-3 diverges within 30 iterations with this head), 800 warm-up iterations. The papers' loss
-weights are kept (``--set`` overrides them); at this scale some of them (MinEnt 1e-3, the
-adversarial 1e-3) barely move the model within 100 iterations.
+Defaults are the run's ("cpu" recipe of app/config.py: DeepLabV3+ head, random scale + 128x256 crops of
+the 256x512 synthcity set, lr 2.5e-3 with warm-up and clip, evaluation on the full stored images).
+The papers' loss weights are kept (``--set`` overrides them).
 
 The column "with RIPU 2.2% oracle labels" trains every row again with active labels: the warm-up
 model scores the target-train pool once with RIPU (region mode, 17x17 regions), the whole 2.2% budget
@@ -92,17 +90,17 @@ class Bench:
 
     def model(self) -> Segmentor:
         torch.manual_seed(self.args.train_seed)
-        return Segmentor(19, output_stride=self.args.output_stride,
+        return Segmentor(19, output_stride=self.args.output_stride, head=self.args.head,
                          weights=None if self.args.weights == "none" else self.args.weights)
 
     def cfg(self, iterations: int) -> TrainConfig:
         a = self.args
-        return TrainConfig(iterations=iterations, batch_size=a.batch_size, lr=a.lr, image_size=a.image_size,
+        return TrainConfig(iterations=iterations, batch_size=a.batch_size, lr=a.lr, crop_size=a.crop,
                            seed=a.train_seed, device=a.device, checkpoint_every=10 ** 9, warmup=a.lr_warmup,
                            grad_clip=a.grad_clip)
 
     def evaluate(self, model, methods=()) -> dict:
-        return evaluate(model, self.val, self.args.image_size, device=resolve_device(self.args.device),
+        return evaluate(model, self.val, RunConfig().infer_window, device=resolve_device(self.args.device),
                         adjust=compose_adjust(methods), progress=False)
 
 
@@ -111,8 +109,8 @@ def warmup(bench: Bench) -> Path:
     a = bench.args
     if a.init:
         return Path(a.init)
-    key = json.dumps([a.seed, a.data_size, a.counts, a.image_size, a.batch_size, a.lr, a.warmup_iters,
-                      a.weights, a.output_stride])
+    key = json.dumps([a.seed, a.data_size, a.counts, a.crop, a.head, a.batch_size, a.lr, a.lr_warmup, a.grad_clip,
+                      a.warmup_iters, a.weights, a.output_stride])
     ck = bench.workdir / f"warmup-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
     if not (ck.exists() and load_checkpoint(ck)["iteration"] >= a.warmup_iters):
         model = bench.model()
@@ -163,7 +161,8 @@ def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%"):
         gt = s["label"]
         H, W = gt.shape
         n = queries_per_round(budget, H, W, 1, radius)[0]
-        prob = predict_logits(model, s["image"], a.image_size, (H, W), device=device).softmax(0).cpu().numpy()
+        prob = predict_logits(model, s["image"], (H, W), window=RunConfig().infer_window,
+                              device=device).softmax(0).cpu().numpy()
         newly = acquire(prob.astype(np.float32), np.zeros((H, W), bool), n, "ripu", "region", radius)["newly"]
         masks[i] = np.where(newly, gt, 255).astype(np.uint8)
         labeled += int(newly.sum())
@@ -172,20 +171,22 @@ def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%"):
 
 
 def main(argv=None) -> None:
+    d = RunConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated method specs (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=100, help="adaptation iterations per method")
-    p.add_argument("--warmup-iters", type=int, default=800, help="source-only warm-up iterations")
-    p.add_argument("--stage-iters", type=int, default=50, help="iterations of post-hoc training stages (CR, CRA)")
-    p.add_argument("--image-size", type=size_arg, default=(64, 128), help="training/inference input HxW")
-    p.add_argument("--data-size", type=size_arg, default=(128, 256), help="synthcity image size HxW")
-    p.add_argument("--counts", type=lambda s: tuple(int(v) for v in s.split(",")), default=(400, 200, 100),
+    p.add_argument("--iters", type=int, default=1000, help="adaptation iterations per method")
+    p.add_argument("--warmup-iters", type=int, default=d.iterations, help="source-only warm-up iterations")
+    p.add_argument("--stage-iters", type=int, default=200, help="iterations of post-hoc training stages (CR, CRA)")
+    p.add_argument("--crop", type=size_arg, default=d.crop, help="training crop HxW (after random scale)")
+    p.add_argument("--head", default=d.head)
+    p.add_argument("--data-size", type=size_arg, default=d.synth_size, help="synthcity image size HxW")
+    p.add_argument("--counts", type=lambda s: tuple(int(v) for v in s.split(",")), default=d.synth_counts,
                    help="synthcity source,target_train,target_val image counts")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2.5e-4, help="SGD lr (head 10x); without --lr-warmup 1e-3 already diverges")
-    p.add_argument("--output-stride", type=int, default=8)
-    p.add_argument("--lr-warmup", type=int, default=0, help="linear lr warm-up iterations of each method's run")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="SGD lr (head 10x)")
+    p.add_argument("--output-stride", type=int, default=d.output_stride)
+    p.add_argument("--lr-warmup", type=int, default=d.warmup, help="linear lr warm-up iterations of each run")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="clip the gradient norm")
     p.add_argument("--init", default=None, help="an existing source-only checkpoint of the same model "
                    "(e.g. from bench/domain_gap.py) instead of the warm-up")
     p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
@@ -231,8 +232,8 @@ def main(argv=None) -> None:
     base = rows.get("source_only")
     print(f"\n## UDA methods on synthcity (target val, {len(bench.val)} images)\n")
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
-          f"train/test input {args.image_size[0]}x{args.image_size[1]} (data {args.data_size[0]}x"
-          f"{args.data_size[1]}), batch {args.batch_size}+{args.batch_size}, lr {args.lr}, warm-up "
+          f"{args.head}, crops {args.crop[0]}x{args.crop[1]} of the {args.data_size[0]}x"
+          f"{args.data_size[1]} data (evaluated on full images), batch {args.batch_size}+{args.batch_size}, lr {args.lr}, warm-up "
           + (f"from {args.init}" if args.init else f"{args.warmup_iters} it (source only)")
           + f", then {args.iters} it per method (lr warm-up {args.lr_warmup}, grad clip {args.grad_clip}), "
           f"stages {args.stage_iters} it"

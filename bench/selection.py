@@ -66,11 +66,11 @@ def main():
     source, target, val = load_data(cfg)
     model = build_model(cfg, val.label_space.num_classes)
     model.load_state_dict(load_checkpoint(ck)["model"])
-    src_only = evaluate(model, val, cfg.image_size, desc="source-only")["miou"]
+    src_only = evaluate(model, val, tuple(cfg.infer_window), desc="source-only")["miou"]
     fit(model, train_config(cfg, a.rounds * a.round_iterations), source, target=target,
         target_labels=lambda i, s: s["label"], methods=build_methods(cfg.method), desc="fully supervised",
         checkpoint=out / "full.pt")
-    full = evaluate(model, val, cfg.image_size, desc="fully supervised")["miou"]
+    full = evaluate(model, val, tuple(cfg.infer_window), desc="fully supervised")["miou"]
 
     print(f"\n**{machine()}**; synthcity 256x512, {a.iterations} warm-up iterations, {a.rounds} rounds x "
           f"{a.round_iterations} iterations, oracle answers, method {cfg.method}\n")

@@ -1,7 +1,9 @@
-"""Source-only training speed of the default model at two image sizes (iterations/s, images/s),
-printed as a markdown table headed by the machine's description.
+"""Source-only training speed per head, crop size and output stride (iterations/s, images/s, and
+seconds per iteration as a ratio to the default), printed as a markdown table headed by the machine's
+description. The same script on a GPU machine reports CUDA speed (``--device cuda``).
 
-    python bench/train_speed.py [--iterations 30] [--sizes 128x256,256x512] [--output-stride 8]
+    python bench/train_speed.py [--iterations 30] [--crops 128x256,256x512] [--output-stride 16,8]
+                                [--heads deeplabv3plus,deeplabv2]
 """
 import argparse
 import sys
@@ -21,27 +23,30 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    p.add_argument("--sizes", default="128x256,256x512")
-    p.add_argument("--output-stride", default="8,16")
+    p.add_argument("--crops", default="128x256,256x512")
+    p.add_argument("--output-stride", default="16,8")
+    p.add_argument("--heads", default="deeplabv3plus,deeplabv2")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
     cfg = RunConfig(device=a.device)
     source, _, val = load_data(cfg)
     rows = []
-    for os_ in (int(v) for v in a.output_stride.split(",")):
-        for size in (parse_size(s) for s in a.sizes.split(",")):
-            cfg.image_size, cfg.output_stride = size, os_
-            model = build_model(cfg, val.label_space.num_classes)
-            fit(model, train_config(cfg, a.warmup), source, progress=False)
-            t0 = time.time()
-            fit(model, train_config(cfg, a.iterations), source, progress=False)
-            dt = time.time() - t0
-            rows.append((f"{size[0]}x{size[1]}", os_, a.iterations / dt, a.iterations * cfg.batch_size / dt))
-    print(f"\n**{machine()}**; {d.backbone} + DeepLabV2 head, batch {d.batch_size}, fwd+bwd+SGD step, "
-          f"{a.iterations} timed iterations\n")
-    print("| input | output stride | iterations/s | images/s |\n|---|---:|---:|---:|")
-    for size, os_, its, ims in rows:
-        print(f"| {size} | {os_} | {its:.2f} | {ims:.2f} |")
+    for head in a.heads.split(","):
+        for os_ in (int(v) for v in a.output_stride.split(",")):
+            for size in (parse_size(s) for s in a.crops.split(",")):
+                cfg.crop, cfg.output_stride, cfg.head = size, os_, head
+                model = build_model(cfg, val.label_space.num_classes)
+                fit(model, train_config(cfg, a.warmup), source, progress=False)
+                t0 = time.time()
+                fit(model, train_config(cfg, a.iterations), source, progress=False)
+                dt = time.time() - t0
+                rows.append((head, f"{size[0]}x{size[1]}", os_, dt / a.iterations, a.iterations * cfg.batch_size / dt))
+    base = rows[0][3]
+    print(f"\n**{machine()}**; {d.backbone}, batch {d.batch_size}, random scale {d.scale} + crop, "
+          f"fwd+bwd+SGD step, {a.iterations} timed iterations\n")
+    print("| head | crop | output stride | s/iteration | x first row | images/s |\n|---|---|---:|---:|---:|---:|")
+    for head, size, os_, spi, ims in rows:
+        print(f"| {head} | {size} | {os_} | {spi:.3f} | {spi / base:.2f} | {ims:.2f} |")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core.data.transforms import resize_image, to_tensor_image
+from core.data.transforms import to_tensor_image
 
 
 def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -44,19 +44,20 @@ def iou_table(names: list[str], conf: np.ndarray) -> str:
 
 
 @torch.no_grad()
-def predict_logits(model, image: np.ndarray, input_size: tuple[int, int], out_size: tuple[int, int] | None = None,
+def predict_logits(model, image: np.ndarray, out_size: tuple[int, int] | None = None,
                    window: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
                    device: torch.device | str = "cpu", adjust=None) -> torch.Tensor:
-    """Logits (C,h,w) at ``out_size`` (default: the image size) for one uint8 (H,W,3) image.
+    """Logits (C, h, w) float32 at ``out_size`` (default: the image size) for one uint8 (H, W, 3) image.
 
-    The image is resized to ``input_size``; with ``window`` the resized image is covered by
-    overlapping windows (``stride`` defaults to 2/3 of the window) whose logits are averaged.
-    ``adjust``: optional logit adjustment (e.g. label-shift IA) applied before upsampling.
+    The model sees the image at its stored resolution (datasets resize at load time). When the image is larger than ``window`` = (h, w) in either side,
+    it is covered by overlapping windows (``stride`` defaults to 2/3 of the window) whose upsampled
+    logits are averaged. ``adjust``: optional logit adjustment (e.g. label-shift IA) applied before
+    the final bilinear upsampling to ``out_size``.
     """
     out_size = out_size or image.shape[:2]
-    x = to_tensor_image(resize_image(image, input_size))[None].to(device)
-    H, W = input_size
-    if window is None:
+    x = to_tensor_image(image)[None].to(device)
+    H, W = image.shape[:2]
+    if window is None or (H <= window[0] and W <= window[1]):
         logits = model(x).logits
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
     else:
@@ -81,19 +82,20 @@ def predict_logits(model, image: np.ndarray, input_size: tuple[int, int], out_si
 
 
 @torch.no_grad()
-def evaluate(model, dataset, input_size: tuple[int, int], device="cpu", window=None, progress=True,
+def evaluate(model, dataset, window: tuple[int, int] | None = None, device="cpu", progress=True,
              adjust=None, desc="evaluate") -> dict:
-    """mIoU of ``model`` on a labeled dataset, at the labels' resolution.
+    """mIoU of ``model`` on a labeled dataset, predicted on each full stored image (sliding ``window``
+    when larger) and scored at the labels' resolution.
 
-    Returns {"miou", "iou" (per class, NaN = absent), "confusion", "names"}."""
+    Returns {"miou" (percent), "iou" (per class in [0, 1], NaN = absent), "confusion" (C, C) int64,
+    "names"}."""
     was_training = model.training
     model.eval().to(device)
     C = dataset.label_space.num_classes
     conf = np.zeros((C, C), np.int64)
     for i in tqdm(range(len(dataset)), desc=desc, disable=not progress, dynamic_ncols=True):
         s = dataset[i]
-        logits = predict_logits(model, s["image"], input_size, s["label"].shape, window=window,
-                                device=device, adjust=adjust)
+        logits = predict_logits(model, s["image"], s["label"].shape, window=window, device=device, adjust=adjust)
         conf += confusion_matrix(logits.argmax(0).cpu().numpy(), s["label"], C)
     model.train(was_training)
     return {"miou": mean_iou(conf), "iou": iou_per_class(conf), "confusion": conf,

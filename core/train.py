@@ -34,7 +34,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     poly_power: float = 0.9
     warmup: int = 0                  # linear lr warm-up iterations before the poly decay
-    image_size: tuple[int, int] = (128, 256)   # (H, W) training size
+    crop_size: tuple[int, int] | None = (128, 256)   # (H, W) random crop at the stored resolution; None: whole image
+    scale: tuple[float, float] = (0.75, 1.5)   # random scale range applied before the crop
+    infer_window: tuple[int, int] | None = (512, 1024)   # inference: sliding window above this size (H, W)
     flip: bool = True
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
@@ -111,6 +113,11 @@ def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float,
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
+    """The model's own rule when it has one (Segmentor: backbone BN frozen, head BN trains), else every
+    BatchNorm layer (eval mode, no gradient)."""
+    if hasattr(model, "freeze_bn"):
+        model.freeze_bn()
+        return
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -131,14 +138,16 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=None, methods=(),
-        checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train") -> dict:
+        checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train",
+        stop_at: int | None = None) -> dict:
     """Train ``model`` in place for ``cfg.iterations``; resumes from ``checkpoint`` if it exists.
 
     ``source``: a labeled dataset (core/data/base.py contract). ``target``: optional unlabeled dataset;
     ``target_labels(i, sample) -> uint8 (H,W)`` gives its active labels (255 = unlabeled), which are
     supervised with CE; without it the target is unlabeled (its dataset labels are never used).
     ``methods``: core.methods.Method objects whose hooks add losses (core/methods/base.py).
-    Post-hoc stages are not run here: call ``core.methods.run_stages`` after fit.
+    Post-hoc stages are not run here: call ``core.methods.run_stages`` after fit. ``stop_at``: pause after
+    that many iterations (checkpointed; a later call with the same ``checkpoint`` continues the schedule).
     Returns {"iterations", "seconds", "losses": last smoothed loss terms}.
     """
     rank, world = init_distributed()
@@ -173,12 +182,13 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    src = batches(TrainView(source, cfg.image_size, cfg.flip), cfg.batch_size, cfg.seed * 7919 + rank + start)
+    src = batches(TrainView(source, cfg.crop_size, cfg.flip, scale=cfg.scale), cfg.batch_size,
+                  cfg.seed * 7919 + rank + start)
     tgt = None
     if target is not None:
         if target_labels is None:   # pure UDA: no active labels (never the target's ground truth)
             target_labels = _no_labels
-        tgt = batches(TrainView(target, cfg.image_size, cfg.flip, labels=target_labels, keep_label_size=True),
+        tgt = batches(TrainView(target, cfg.crop_size, cfg.flip, labels=target_labels, scale=cfg.scale),
                       cfg.batch_size, cfg.seed * 104729 + rank + start)
     ce = nn.CrossEntropyLoss(ignore_index=255)
     # the student's target forward is skipped on batches without active labels when nothing reads it
@@ -187,7 +197,8 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         "ema_teacher" not in ctx.services and any(m.needs_pseudo_labels for m in methods))
     smooth: dict[str, float] = {}
     t0 = time.time()
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=desc,
+    end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
+    bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc=desc,
                disable=not progress or rank != 0, dynamic_ncols=True)
     for it in bar:
         ctx.iteration = it
@@ -244,10 +255,13 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         if rank == 0 and it % 10 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in smooth.items()})
         done = it + 1
-        if ckpt is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+        if ckpt is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done in (end, cfg.iterations)):
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,
                                    "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
     bar.close()
+    if world > 1:   # BN running statistics of the head: rank 0's (DDP also broadcasts them at each forward)
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
     return {"iterations": cfg.iterations, "seconds": time.time() - t0, "losses": smooth}
 
 

@@ -16,7 +16,7 @@ torch.manual_seed(0)  # identical init on both ranks (DDP also broadcasts rank 0
 model = Segmentor(19, output_stride=16, weights=None)
 if rank == 0:
     torch.save(model.state_dict(), out / "init.pt")
-cfg = TrainConfig(iterations=3, image_size=(32, 64), lr=1e-2)
+cfg = TrainConfig(iterations=3, crop_size=(32, 64), lr=1e-2)
 fit(model, cfg, ToyDataset(n=6, size=(32, 64)), progress=False)
 torch.save(model.state_dict(), out / f"rank{rank}.pt")
 dist.barrier()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--synth-size", "64x128", "--synth-counts", "6,6,4", "--image-size", "64x128", "--output-stride", "16",
+TINY = ["--synth-size", "64x128", "--synth-counts", "6,6,4", "--crop", "64x128", "--output-stride", "16",
         "--iterations", "3", "--round-iterations", "2", "--device", "cpu"]
 
 
@@ -36,7 +36,12 @@ def cache(tmp_path_factory):
     (["--budget", "2.2"], "invalid budget"),
     (["--backbone", "resnet101"], "needs --weights"),
     (["--weights", "/nonexistent/w.pth"], "file not found"),
-    (["--image-size", "12x7"], "--image-size"),
+    (["--crop", "12x7"], "--crop"),
+    (["--infer-window", "big"], "--infer-window"),
+    (["--scale", "1.5"], "--scale"),
+    (["--scale", "2,1"], "--scale"),
+    (["--head", "unet"], "invalid choice"),
+    (["--recipe", "gpu"], "invalid choice"),
     (["--method", "nope"], "unknown method"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(tmp_path, capsys, args, msg):
@@ -63,7 +68,7 @@ def test_unwritable_workdir_in_a_real_process(tmp_path, cache):
 def test_help_documents_every_option(cache):
     r = launch(["--help"], cache, timeout=60)
     assert r.returncode == 0
-    for opt in ("--workdir", "--device", "--iterations", "--seed", "--backbone", "--weights", "--image-size",
+    for opt in ("--workdir", "--device", "--iterations", "--seed", "--backbone", "--weights", "--crop", "--head", "--recipe", "--scale", "--infer-window", "--warmup", "--grad-clip",
                 "--budget", "--rounds", "--strategy", "--region-radius", "--oracle", "--resume"):
         assert opt in r.stdout
 
@@ -175,7 +180,7 @@ def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tm
 
     gta = make_gta5(tmp_path / "gta5", n=4, size=(40, 72))
     cs = make_cityscapes(tmp_path / "cityscapes", n_train=3, n_val=2, size=(64, 128))
-    small = ["--image-size", "32x64", "--output-stride", "16", "--iterations", "2", "--round-iterations", "2",
+    small = ["--crop", "32x64", "--output-stride", "16", "--iterations", "2", "--round-iterations", "2",
              "--source-size", "40x72", "--target-size", "32x64", "--budget", "2.2%", "--oracle", "--rounds", "1",
              "--region-radius", "1", "--device", "cpu"]
     r = launch(["--source", f"gta5:{gta}", "--target", f"cityscapes:{cs}", "--workdir", str(tmp_path / "w1"),
@@ -215,3 +220,25 @@ def test_resume_after_the_init_checkpoint_was_removed(tmp_path, cache):
     again = launch([*args, "--resume"], cache)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
+
+
+def test_recipes_set_defaults_and_explicit_options_win():
+    from app.cli import build_parser, config_from_args
+    from app.config import RunConfig
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(list(argv)))
+
+    cpu = cfg()
+    assert (cpu.head, cpu.lr, cpu.crop, cpu.warmup, cpu.grad_clip) == ("deeplabv3plus", 2.5e-3, (128, 256), 50, 5.0)
+    assert cpu == RunConfig()   # the cpu recipe is RunConfig's own defaults
+    paper = cfg("--recipe", "paper")
+    assert (paper.head, paper.output_stride, paper.lr, paper.crop, paper.warmup, paper.grad_clip) == \
+        ("deeplabv2", 8, 2.5e-4, None, 0, None)
+    assert paper.target_size == (640, 1280) and paper.scale == (1.0, 1.0)
+    mixed = cfg("--recipe", "paper", "--lr", "1e-3", "--crop", "256x512", "--head", "deeplabv3plus",
+                "--grad-clip", "10", "--infer-window", "none")
+    assert (mixed.lr, mixed.crop, mixed.head, mixed.output_stride, mixed.grad_clip, mixed.infer_window) == \
+        (1e-3, (256, 512), "deeplabv3plus", 8, 10.0, None)
+    assert cfg("--crop", "none", "--grad-clip", "0").crop is None
+    assert cfg("--grad-clip", "0").grad_clip is None

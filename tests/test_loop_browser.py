@@ -23,7 +23,7 @@ def test_launch_opens_annotator_and_finish_round_retrains(tmp_path, page):
     w = tmp_path / "w"
     env = {**os.environ, "SEGSTUDIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2",
            "PYTHONUNBUFFERED": "1"}
-    args = ["--synth-size", "64x128", "--synth-counts", "6,3,3", "--image-size", "64x128", "--output-stride", "16",
+    args = ["--synth-size", "64x128", "--synth-counts", "6,3,3", "--crop", "64x128", "--output-stride", "16",
             "--iterations", "2", "--round-iterations", "2", "--rounds", "1", "--device", "cpu",
             "--workdir", str(w), "--port", str(port)]
     log = open(tmp_path / "launch.log", "w+")

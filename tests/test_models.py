@@ -39,11 +39,40 @@ def test_segmentor_loads_backbone_weights():
 
 
 @pytest.mark.parametrize("os_,size", [(8, (64, 128)), (16, (64, 96))])
-def test_segmentor_output_shapes(os_, size):
-    seg = Segmentor(19, output_stride=os_, weights=None)
+def test_deeplabv2_output_shapes(os_, size):
+    seg = Segmentor(19, output_stride=os_, head="deeplabv2", weights=None)
     out = seg(torch.zeros(2, 3, *size, dtype=torch.uint8))
     assert out.logits.shape == (2, 19, size[0] // os_, size[1] // os_)
     assert out.feat.shape[:2] == (2, 320) and out.feat.shape[2:] == out.logits.shape[2:]
+    assert seg.feat_channels == 320
+
+
+@pytest.mark.parametrize("os_,size", [(8, (64, 128)), (16, (64, 96)), (16, (128, 256))])
+def test_deeplabv3plus_output_shapes_are_stride_4(os_, size):
+    seg = Segmentor(19, output_stride=os_, weights=None)          # the default head
+    assert seg.head_name == "deeplabv3plus"
+    out = seg(torch.zeros(2, 3, *size, dtype=torch.uint8))
+    assert out.logits.shape == (2, 19, size[0] // 4, size[1] // 4)
+    assert out.feat.shape == (2, 128, size[0] // 4, size[1] // 4) and seg.feat_channels == 128
+    # the backbone's last feature really is at the output stride
+    feats = seg.backbone(torch.zeros(1, 3, *size))
+    assert [f.shape[-2] for f in feats] == [size[0] // 4, size[0] // os_]
+
+
+def test_backbone_bn_stays_frozen_through_train_and_eval():
+    seg = Segmentor(5, weights=None)
+    bns = [m for m in seg.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    head_bns = [m for m in seg.head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and head_bns
+    seg.eval()
+    seg.train()
+    assert not any(m.training for m in bns) and all(m.training for m in head_bns)
+    assert not any(p.requires_grad for m in bns for p in m.parameters())
+    mean = bns[0].running_mean.clone()
+    seg(torch.rand(2, 3, 64, 64))
+    assert torch.equal(bns[0].running_mean, mean)          # no statistics update in train mode
+    with pytest.raises(ValueError, match="unknown head"):
+        Segmentor(5, head="unet", weights=None)
 
 
 def test_param_groups_head_lr_is_ten_times():

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +36,7 @@ def test_one_training_step_lowers_loss_on_a_fixed_batch():
 
 def test_fit_learns_and_resumes_from_checkpoint(tmp_path):
     ds = ToyDataset(n=4, size=(32, 64))
-    cfg = TrainConfig(iterations=6, image_size=(32, 64), checkpoint_every=3, lr=1e-2)
+    cfg = TrainConfig(iterations=6, crop_size=(32, 64), checkpoint_every=3, lr=1e-2)
     torch.manual_seed(0)
     model = Segmentor(19, output_stride=16)
     ck = tmp_path / "ck.pt"
@@ -81,3 +82,71 @@ def test_poly_lr_with_linear_warmup():
     assert all(a > b for a, b in zip(seen[10:], seen[11:]))          # decaying afterwards
     poly_lr(opt, 50, 100, 0.9)                                       # no warm-up: plain poly
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 ** 0.9)
+
+
+# ----------------------------------------------------------------------------- random scale + crop
+class _Pairs:
+    """Images whose pixels encode their own (row, column), so any transform can be checked exactly."""
+
+    def __init__(self, H, W, lab_hw=None, labels=None):
+        self.H, self.W = H, W
+        self.lab_hw = lab_hw or (H, W)
+        self.labels = labels
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        yy, xx = np.mgrid[0:self.H, 0:self.W]
+        img = np.stack([yy % 256, xx % 256, (yy * 7 + xx * 3) % 256], -1).astype(np.uint8)
+        lab = self.labels if self.labels is not None else ((np.mgrid[0:self.lab_hw[0], 0:self.lab_hw[1]][0] // 8)
+                                                           % 19).astype(np.uint8)
+        return {"image": img, "label": lab, "name": "x"}
+
+
+def test_crop_at_stored_resolution_keeps_image_and_label_aligned():
+    from core.data.transforms import TrainView
+
+    np.random.seed(0)
+    view = TrainView(_Pairs(256, 512), (128, 256), flip=True, scale=(1.0, 1.0))
+    for _ in range(10):
+        s = view[0]
+        img, lab = s["image"].numpy(), s["label"].numpy()
+        assert img.shape == (3, 128, 256) and lab.shape == (128, 256)
+        rows = img[0, :, 0].astype(int)                # stored row index (mod 256) of each crop row
+        assert np.all(np.diff(rows) == 1)                # unscaled: consecutive stored rows
+        assert np.array_equal(lab[:, 0], (rows // 8) % 19)   # the label comes from the same rows
+
+
+def test_scaled_crops_keep_every_sparse_active_label():
+    """40-px style point labels: every labeled pixel survives down-scaling (nearest alone drops many)
+    and a crop holds exactly the points inside it."""
+    from core.data.transforms import TrainView, resize_label, resize_sparse_label
+
+    rng = np.random.default_rng(1)
+    lab = np.full((256, 512), 255, np.uint8)
+    ys, xs = rng.integers(0, 256, 40), rng.integers(0, 512, 40)
+    lab[ys, xs] = rng.integers(0, 19, 40)
+    n = int((lab != 255).sum())
+    assert int((resize_label(lab, (192, 384)) != 255).sum()) < n          # plain nearest loses points
+    assert int((resize_sparse_label(lab, (192, 384)) != 255).sum()) == n  # none lost
+    np.random.seed(3)
+    view = TrainView(_Pairs(256, 512, labels=lab), None, scale=(0.75, 0.75))   # whole image, scaled
+    assert int((view[0]["label"].numpy() != 255).sum()) == n
+    # full-resolution labels of a half-size stored image (Cityscapes labels at 1024x2048, images 512x1024)
+    big = np.full((512, 1024), 255, np.uint8)
+    big[ys * 2, xs * 2] = lab[ys, xs]
+    view = TrainView(_Pairs(256, 512, labels=big), (256, 512), scale=(1.0, 1.0))
+    out = view[0]["label"].numpy()
+    assert out.shape == (256, 512) and int((out != 255).sum()) == n
+    assert np.array_equal(out[lab != 255], lab[lab != 255])
+
+
+def test_crop_smaller_image_is_padded_with_ignore():
+    from core.data.transforms import TrainView
+
+    np.random.seed(0)
+    s = TrainView(_Pairs(40, 60), (64, 128), scale=(1.0, 1.0))[0]
+    assert s["image"].shape == (3, 64, 128)
+    lab = s["label"].numpy()
+    assert (lab[40:] == 255).all() and (lab[:, 60:] == 255).all() and (lab[:40, :60] != 255).all()

@@ -82,10 +82,10 @@ def up(x: torch.Tensor, size) -> torch.Tensor:
 
 
 def feat_channels(model: nn.Module) -> int:
-    """Channels of ``model(x).feat`` (timm feature_info when available, else a dry run in eval mode)."""
-    bb = getattr(model, "backbone", None)
-    if bb is not None and hasattr(bb, "feature_info"):
-        return int(bb.feature_info.channels()[-1])
+    """Channels of ``model(x).feat`` (the segmentor's ``feat_channels`` when it has one, else a dry run in
+    eval mode)."""
+    if hasattr(model, "feat_channels"):
+        return int(model.feat_channels)
     with eval_mode(model), torch.no_grad():
         dev = next(model.parameters()).device
         return int(model(torch.zeros(1, 3, 64, 64, device=dev)).feat.shape[1])

@@ -139,7 +139,7 @@ class CRA(DiscriminatorMixin, Method):
 
     # ------------------------------------------------------------------ post-hoc stage
     @torch.no_grad()
-    def pool_thresholds(self, model, target, input_size, device, max_images=None) -> np.ndarray:
+    def pool_thresholds(self, model, target, window, device, max_images=None) -> np.ndarray:
         """One sweep of ``model`` over the target pool -> per-class thresholds (rare classes doubled)."""
         from core.evaluate import predict_logits
 
@@ -147,8 +147,7 @@ class CRA(DiscriminatorMixin, Method):
         n = len(target) if max_images is None else min(len(target), max_images)
         with eval_mode(model):
             for i in range(n):
-                logits = predict_logits(model, target[i]["image"], tuple(input_size), tuple(input_size),
-                                        device=device)
+                logits = predict_logits(model, target[i]["image"], window=window, device=device)
                 stats.update(logits.float().softmax(0).cpu().numpy())
         return stats.class_thresholds()
 
@@ -158,7 +157,7 @@ class CRA(DiscriminatorMixin, Method):
 
         model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
         model.to(device)
-        thr = self.pool_thresholds(model, target, cfg.image_size, device, self.stage_max_images)
+        thr = self.pool_thresholds(model, target, cfg.infer_window, device, self.stage_max_images)
         inner = CRA(**self._kwargs(), class_thresholds=thr, frozen_labeller=True)
         n = iterations or self.stage_iterations or cfg.iterations
         res = fit(model, dataclasses.replace(cfg, iterations=n), source, target, target_labels, methods=[inner],

@@ -44,10 +44,10 @@ def add_class_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return logits + bias.to(logits.device, logits.dtype).view(shape)
 
 
-def estimate_priors(model, source, target, input_size, device, max_images=None):
+def estimate_priors(model, source, target, window, device, max_images=None):
     """(pi_s, pi_t, stats) with the current ``model``."""
     stats = dataset_class_stats(source)
-    stats.target_image_counts = estimate_target_prior(model, target, stats.pixel_freq, input_size, device, max_images)
+    stats.target_image_counts = estimate_target_prior(model, target, stats.pixel_freq, window, device, max_images)
     stats.target_num_images = len(target) if max_images is None else min(len(target), max_images)
     return stats.source_prior, stats.target_prior, stats
 
@@ -70,7 +70,7 @@ class InferenceAdjustment(Method):
         if getattr(ctx, "target", None) is None:
             raise ValueError("ia: estimating the target prior needs the target dataset (ctx.target)")
         stats.target_image_counts = estimate_target_prior(ctx.model, ctx.target, stats.pixel_freq,
-                                                          ctx.cfg.image_size, ctx.device, self.max_images)
+                                                          ctx.cfg.infer_window, ctx.device, self.max_images)
         self.set_priors(stats.source_prior, stats.target_prior)
 
     def refine_pseudo_labels(self, ctx, batch_t, pl):
@@ -85,7 +85,7 @@ class InferenceAdjustment(Method):
 
     def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False, **kwargs):
         model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
-        pi_s, pi_t, stats = estimate_priors(model.to(device), source, target, cfg.image_size, device, self.max_images)
+        pi_s, pi_t, stats = estimate_priors(model.to(device), source, target, cfg.infer_window, device, self.max_images)
         self.set_priors(pi_s, pi_t)
         return {"pi_s": pi_s, "pi_t": pi_t, "target_image_counts": stats.target_image_counts}
 
@@ -125,7 +125,7 @@ class ClassifierRectification(Method):
         model.to(device)
         pi_s, pi_t = self.pi_s, self.pi_t
         if pi_s is None or pi_t is None:
-            pi_s, pi_t, _ = estimate_priors(model, source, target, cfg.image_size, device, self.max_images)
+            pi_s, pi_t, _ = estimate_priors(model, source, target, cfg.infer_window, device, self.max_images)
         encoder = getattr(model, "backbone", None)
         if encoder is None:
             raise ValueError("cr: the model has no .backbone to freeze")

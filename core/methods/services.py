@@ -161,10 +161,10 @@ def class_stats(ctx) -> ClassStats:
 
 
 @torch.no_grad()
-def estimate_target_prior(model, dataset, pixel_freq: np.ndarray, input_size, device="cpu",
+def estimate_target_prior(model, dataset, pixel_freq: np.ndarray, window, device="cpu",
                           max_images: int | None = None, adjust=None) -> np.ndarray:
     """Label-shift M3 step 2: per target image and class, ``s_c = log(mean_pixels exp(p_c))`` of the
-    model's softmax at ``input_size``; the image contains c if ``s_c > f_s[c]`` (source pixel
+    model's softmax on the stored image (sliding ``window`` above that size); the image contains c if ``s_c > f_s[c]`` (source pixel
     frequency). Returns the (C,) image counts; ``_prior`` normalises them."""
     from core.evaluate import predict_logits
 
@@ -173,8 +173,7 @@ def estimate_target_prior(model, dataset, pixel_freq: np.ndarray, input_size, de
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     with eval_mode(model):
         for i in range(n):
-            logits = predict_logits(model, dataset[i]["image"], tuple(input_size), tuple(input_size),
-                                    device=device, adjust=adjust)
+            logits = predict_logits(model, dataset[i]["image"], window=window, device=device, adjust=adjust)
             p = logits.float().softmax(0).cpu()
             s = torch.log(torch.exp(p).mean((1, 2)))
             counts += (s > f_s).long()

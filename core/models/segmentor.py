@@ -1,7 +1,20 @@
-"""The segmentor: a timm backbone (``features_only``) + DeepLabV2 ASPP head.
+"""The segmentor: a timm backbone (``features_only``) + a segmentation head chosen by name.
 
-``forward(img) -> SegOut(logits[B,C,h,w], feat[B,D,h,w], extra)``; logits are at the feature
-resolution (stride 8 or 16) and are upsampled by the caller to the label size.
+``forward(img) -> SegOut(logits[B,C,h,w], feat[B,D,h,w], extra)``. The caller upsamples the logits
+(bilinear) to the label size. Heads (``HEADS``, a registry by name):
+
+* ``deeplabv3plus`` (the CPU default; RIPU's DeepLabV3+ rows): ASPP (1x1 + three 3x3 dilated
+  convolutions + image pooling, 128 channels each, projected to 128) on the backbone's last feature
+  (stride = output stride), upsampled and concatenated with a 48-channel projection of the stride-4
+  feature, then two 3x3 convolutions with 128 channels. ``feat`` is that decoder feature (D = 128,
+  stride 4) and ``logits`` are at stride 4 (a 1x1 classifier on ``feat``).
+* ``deeplabv2`` (the papers' head, for reproduction): the sum of 3x3 convolutions at dilations
+  6/12/18/24 on the last feature. ``feat`` is the backbone's last feature (D = its channels, e.g. 320
+  for efficientnet_lite0) and ``logits`` are at the output stride (8 or 16).
+
+BatchNorm of the backbone is frozen (batch 2 per domain, as in the papers): its layers stay in eval
+mode and their affine parameters have ``requires_grad=False``, whatever ``train()`` is called with.
+The heads' own BatchNorm layers train. ``freeze_bn=False`` trains every BatchNorm.
 """
 from __future__ import annotations
 
@@ -9,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -21,22 +35,85 @@ class SegOut:
     extra: dict = field(default_factory=dict)
 
 
-class ASPPSum(nn.Module):
-    """DeepLabV2 classifier: the sum of 3x3 convs at several dilations (6/12/18/24 in the papers)."""
+def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1, separable: bool = False) -> nn.Sequential:
+    """k x k convolution + BN + ReLU; ``separable``: depthwise k x k (+ BN + ReLU) then pointwise 1x1, the
+    atrous separable convolution of DeepLabV3+ (about 8x cheaper for 3x3 at 128 channels)."""
+    pad = dilation * (k // 2)
+    if separable and k > 1:
+        return nn.Sequential(nn.Conv2d(cin, cin, k, padding=pad, dilation=dilation, groups=cin, bias=False),
+                             nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+                             nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
-    def __init__(self, in_ch: int, num_classes: int, dilations=(6, 12, 18, 24)):
+
+class DeepLabV2Head(nn.Module):
+    """DeepLabV2 classifier: the sum of 3x3 convolutions at several dilations (6/12/18/24 in the papers).
+    In: ``feats[-1]`` (B, Cin, H/os, W/os). Out: logits (B, C, H/os, W/os), feat = ``feats[-1]``."""
+
+    low_level = False
+
+    def __init__(self, in_channels: list[int], num_classes: int, output_stride: int, dilations=(6, 12, 18, 24)):
         super().__init__()
+        cin = in_channels[-1]
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_ch, num_classes, 3, padding=d, dilation=d) for d in dilations)
+            nn.Conv2d(cin, num_classes, 3, padding=d, dilation=d) for d in dilations)
         for b in self.branches:
             nn.init.normal_(b.weight, 0, 0.01)
             nn.init.zeros_(b.bias)
+        self.feat_channels = cin
 
-    def forward(self, x):
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = feats[-1]
         out = self.branches[0](x)
         for b in self.branches[1:]:
             out = out + b(x)
-        return out
+        return out, x
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLabV3): 1x1, three dilated 3x3 and an image-pooling branch,
+    concatenated and projected to ``channels``. (B, Cin, h, w) -> (B, channels, h, w)."""
+
+    def __init__(self, cin: int, channels: int, rates: tuple[int, int, int], separable: bool = True):
+        super().__init__()
+        self.branches = nn.ModuleList([_conv_bn_relu(cin, channels, 1)] +
+                                      [_conv_bn_relu(cin, channels, 3, r, separable) for r in rates])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, channels, 1, bias=False), nn.ReLU(inplace=True))
+        self.project = _conv_bn_relu(channels * (len(rates) + 2), channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand(-1, -1, *x.shape[-2:]))
+        return self.project(torch.cat(outs, 1))
+
+
+class DeepLabV3PlusHead(nn.Module):
+    """DeepLabV3+ decoder: ASPP on the last feature + a 48-channel projection of the stride-4 feature,
+    two 3x3 convolutions (``channels``) and a 1x1 classifier. In: the backbone's features, the first
+    at stride 4. Out: logits (B, C, H/4, W/4), feat (B, channels, H/4, W/4)."""
+
+    low_level = True
+
+    def __init__(self, in_channels: list[int], num_classes: int, output_stride: int, channels: int = 128,
+                 low_channels: int = 48, separable: bool = True):
+        super().__init__()
+        rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+        self.aspp = ASPP(in_channels[-1], channels, rates, separable)
+        self.low = _conv_bn_relu(in_channels[0], low_channels, 1)
+        self.fuse = nn.Sequential(_conv_bn_relu(channels + low_channels, channels, 3, separable=separable),
+                                  _conv_bn_relu(channels, channels, 3, separable=separable))
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.feat_channels = channels
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        low = self.low(feats[0])
+        x = F.interpolate(self.aspp(feats[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        feat = self.fuse(torch.cat([x, low], 1))
+        return self.classifier(feat), feat
+
+
+HEADS = {"deeplabv3plus": DeepLabV3PlusHead, "deeplabv2": DeepLabV2Head}
 
 
 def known_backbones() -> list[str]:
@@ -46,27 +123,63 @@ def known_backbones() -> list[str]:
 
 
 class Segmentor(nn.Module):
-    def __init__(self, num_classes: int, backbone: str = "efficientnet_lite0", output_stride: int = 8,
-                 dilations=(6, 12, 18, 24), weights: str | None = "imagenet"):
-        """``weights``: "imagenet" (packaged/--weights file resolved by core.models.weights), a path,
-        or None for random initialisation."""
+    """timm backbone + head by name (see the module docstring for shapes and strides).
+
+    ``weights``: "imagenet" (the packaged efficientnet_lite0 weights, or the --weights file resolved by
+    core.models.weights), a path, or None for random initialisation. Raises ValueError for an unknown
+    head or an output stride other than 8/16, WeightsError for a missing or mismatched weight file.
+    Input: uint8 or [0, 1] float RGB (B, 3, H, W); the ImageNet normalisation lives in the model.
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "efficientnet_lite0", output_stride: int = 16,
+                 head: str = "deeplabv3plus", weights: str | None = "imagenet", freeze_bn: bool = True):
         super().__init__()
         import timm
 
         if output_stride not in (8, 16):
             raise ValueError("output_stride must be 8 or 16")
-        self.backbone_name = backbone
-        self.backbone = timm.create_model(backbone, features_only=True, out_indices=(-1,),
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r} (choose from {', '.join(HEADS)})")
+        self.backbone_name, self.head_name, self.output_stride = backbone, head, output_stride
+        probe = timm.create_model(backbone, features_only=True, pretrained=False)
+        reductions = probe.feature_info.reduction()
+        del probe
+        out_indices = (len(reductions) - 1,)
+        if HEADS[head].low_level:
+            if 4 not in reductions:
+                raise ValueError(f"backbone {backbone} has no stride-4 feature for the {head} head")
+            out_indices = (reductions.index(4), len(reductions) - 1)
+        self.backbone = timm.create_model(backbone, features_only=True, out_indices=out_indices,
                                           output_stride=output_stride, pretrained=False)
         if weights is not None:
             from core.models.weights import load_backbone
 
             load_backbone(self.backbone, backbone, None if weights == "imagenet" else weights)
-        ch = self.backbone.feature_info.channels()[-1]
-        self.head = ASPPSum(ch, num_classes, dilations)
+        self.head = HEADS[head](self.backbone.feature_info.channels(), num_classes, output_stride)
         self.num_classes = num_classes
+        self.feat_channels = self.head.feat_channels
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.bn_frozen = False
+        if freeze_bn:
+            self.freeze_bn()
+
+    def freeze_bn(self) -> None:
+        """Freeze the backbone's BatchNorm (eval mode, no gradient) for the rest of this model's life."""
+        self.bn_frozen = True
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.bn_frozen:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
         """uint8 or [0,1] float RGB (B,3,H,W) -> normalised float."""
@@ -75,8 +188,8 @@ class Segmentor(nn.Module):
         return (img - self.mean) / self.std
 
     def forward(self, img: torch.Tensor) -> SegOut:
-        feat = self.backbone(self.normalize(img))[-1]
-        return SegOut(self.head(feat), feat)
+        logits, feat = self.head(self.backbone(self.normalize(img)))
+        return SegOut(logits, feat)
 
     def param_groups(self, lr: float):
         """The papers' split: backbone at lr, head (and anything added later) at 10x lr."""
