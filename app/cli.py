@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "resized dataset files are cached (default: %(default)s; env SEGSTUDIO_CACHE)")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s = cuda "
                    "if available)")
+    g.add_argument("--train-seed", type=int, default=None, help="seed of initialisation, batch order, "
+                   "augmentation and random selection only, e.g. repeats of one experiment on the same data "
+                   "(default: --seed)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of data generation, sampling and init "
                    "(default: %(default)s)")
     g.add_argument("--iterations", type=int, default=None, help=f"source-only warm-up iterations "
@@ -175,7 +178,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     for k, v in explicit.items():
         if v is not None:
             setattr(cfg, k, v)
-    for k, v in dict(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed, init=a.init,
+    for k, v in dict(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed, train_seed=a.train_seed,
+                     init=a.init,
                      batch_size=a.batch_size, backbone=a.backbone, weights=a.weights, source=a.source,
                      target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
                      synth_counts=parse_counts(a.synth_counts),

@@ -19,6 +19,7 @@ class RunConfig:
     target: str = "synthcity"
     device: str = "auto"
     seed: int = 0
+    train_seed: int | None = None     # training init/batches/augmentation and random selection; None = seed
     backbone: str = "efficientnet_lite0"
     weights: str | None = None        # None: packaged ImageNet weights (lite0); "none": random init
     recipe: str = "cpu"               # "cpu" (these defaults) or "paper" (RECIPES["paper"] over them)

@@ -78,14 +78,19 @@ class Relabeled:
 
 def build_model(cfg: RunConfig, num_classes: int) -> Segmentor:
     weights = "imagenet" if cfg.weights is None else (None if cfg.weights == "none" else cfg.weights)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(train_seed(cfg))
     return Segmentor(num_classes, cfg.backbone, cfg.output_stride, head=cfg.head, weights=weights)
 
 
 def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> TrainConfig:
     return TrainConfig(iterations=iterations, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=cfg.warmup,
                        grad_clip=cfg.grad_clip, crop_size=_size(cfg.crop), scale=tuple(cfg.scale),
-                       infer_window=_size(cfg.infer_window), seed=cfg.seed, device=cfg.device)
+                       infer_window=_size(cfg.infer_window), seed=train_seed(cfg), device=cfg.device)
+
+
+def train_seed(cfg: RunConfig) -> int:
+    """The seed of training and random selection (``--train-seed``, default ``--seed``)."""
+    return cfg.seed if cfg.train_seed is None else cfg.train_seed
 
 
 def _size(v):
@@ -224,7 +229,7 @@ class ActiveSession:
             labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
             if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
                 labeled |= self.queried_mask(s["name"], H, W)
-            rng = np.random.default_rng([self.cfg.seed, rnd, i])
+            rng = np.random.default_rng([train_seed(self.cfg), rnd, i])
             res = acquire(prob, labeled, n, self.cfg.strategy, mode, radius, rng=rng)
             picks = []
             for y, x in res["picks"]:

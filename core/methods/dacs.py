@@ -7,9 +7,9 @@ Per iteration:
 2. ClassMix, image i of the source batch into image i of the target batch: ``M`` = pixels of half of
    the classes present in source label i (``ceil(n/2)`` of them, drawn at random; 255 is never a
    class -- the reference draws from the whole batch and can pick 255, pitfall 4);
-   ``x_m = M*x_s + (1-M)*x_t``, ``y_m = M*y_s + (1-M)*y_pl``, at the training (image) size: target
-   pseudo-labels, weights and active labels, kept at the stored label size by the loop, are resized
-   by nearest neighbour for the mix (active pixels lost there are still supervised by ``ce_t``).
+   ``x_m = M*x_s + (1-M)*x_t``, ``y_m = M*y_s + (1-M)*y_pl``, at the training crop size (the loop's
+   crops give images and labels the same size; a label of another size is resized by nearest
+   neighbour for the mix, and active pixels lost there are still supervised by ``ce_t``).
 3. Weights: 1 on source pixels; on target pixels one scalar per batch = the fraction of the batch's
    pixels whose teacher max-probability exceeds 0.968 (pitfall 3); active-labelled target pixels
    have weight 1 (their label, not the pseudo-label, is in ``y_m``).
