@@ -29,7 +29,7 @@ class RunConfig:
     scale: tuple[float, float] = (0.75, 1.5)    # random scale range before the crop
     infer_window: tuple[int, int] | None = (512, 1024)   # evaluation/scoring/prefill predict the full stored
                                       # image, with a sliding window of this size (H, W) when it is larger
-    iterations: int = 2000            # source-only warm-up iterations
+    iterations: int = 1200            # source-only warm-up iterations
     init: str | None = None           # start from this checkpoint instead of training the warm-up
     batch_size: int = 2
     lr: float = 2.5e-3                # backbone learning rate (SGD, poly 0.9); the head gets 10x
@@ -155,9 +155,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     from core.methods import build_methods
 
     try:
-        build_methods(cfg.method)
+        methods = build_methods(cfg.method)
     except ValueError as e:
         raise ConfigError(f"--method: {e}") from None
+    if cfg.crop is None and tuple(cfg.scale) != (1.0, 1.0) and cfg.batch_size > 1:
+        raise ConfigError("--crop none trains on whole images, which a random --scale makes of different sizes "
+                          "within a batch: add --scale 1,1 or give a --crop")
+    if cfg.crop is None and any("mix" in m.exclusive for m in methods):
+        raise ConfigError(f"--method {cfg.method} mixes source and target images, which needs one training size "
+                          "for both domains: give a --crop (e.g. --crop 512x512, as DACS)")
     check_writable(Path(cfg.workdir), "--workdir")
     return cfg
 

@@ -119,6 +119,9 @@ class ActiveSession:
         if cfg.resume and prev is not None:
             self.run_id = prev["id"]
             old = prev["config"] if isinstance(prev["config"], dict) else json.loads(prev["config"] or "{}")
+            if "image_size" in old and "head" not in old:
+                raise ConfigError(f"{self.workdir} holds a run made by an older version (DeepLabV2 on resized "
+                                  "inputs), which this version cannot continue: start a new --workdir")
             for key, value in old.items():   # continue the run as it was configured
                 if key not in ("workdir", "cache_dir", "device", "resume") and hasattr(cfg, key):
                     setattr(cfg, key, tuple(value) if isinstance(value, list) else value)

@@ -109,7 +109,8 @@ def warmup(bench: Bench) -> Path:
     a = bench.args
     if a.init:
         return Path(a.init)
-    key = json.dumps([a.seed, a.data_size, a.counts, a.crop, a.head, a.batch_size, a.lr, a.lr_warmup, a.grad_clip,
+    key = json.dumps([a.seed, a.train_seed, a.data_size, a.counts, a.crop, a.head, a.batch_size, a.lr, a.lr_warmup,
+                      a.grad_clip,
                       a.warmup_iters, a.weights, a.output_stride])
     ck = bench.workdir / f"warmup-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
     if not (ck.exists() and load_checkpoint(ck)["iteration"] >= a.warmup_iters):

@@ -116,7 +116,8 @@ def freeze_batchnorm(model: nn.Module) -> None:
     """The model's own rule when it has one (Segmentor: backbone BN frozen, head BN trains), else every
     BatchNorm layer (eval mode, no gradient)."""
     if hasattr(model, "freeze_bn"):
-        model.freeze_bn()
+        if getattr(model, "bn_scope", None) is None:   # keep a stricter scope a stage has set
+            model.freeze_bn()
         return
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -152,7 +153,6 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     """
     rank, world = init_distributed()
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed + 1000 * rank)
     model.to(device)
     model.train()
     if cfg.freeze_bn:
@@ -174,6 +174,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         for m, ms in zip(methods, state.get("methods", [])):
             m.load_state_dict(ms)
         start = int(state["iteration"])
+    seed_everything(cfg.seed + 1000 * rank + 7919 * start)   # augmentation draws continue, not repeat
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(

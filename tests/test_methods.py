@@ -337,9 +337,12 @@ def test_cr_stage_retrains_only_the_head_with_logit_adjusted_ce():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     res = ClassifierRectification(iterations=2).stage(model, src, tgt, cfg)
     after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
-    assert all(p.requires_grad for n, p in model.named_parameters() if "bn" not in n)  # flags restored
+    # only the classifier changes: backbone and decoder (incl. its BN statistics) stay as they were
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head.classifier."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head.classifier."))
+    bn = {id(p) for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    assert all(p.requires_grad != (id(p) in bn) for p in model.parameters())   # flags restored
+    assert model.bn_scope == "backbone" and all(m.training for m in model.head.modules())
     assert abs(res["pi_s"].sum() - 1) < 1e-9 and abs(res["pi_t"].sum() - 1) < 1e-9
 
 

@@ -33,7 +33,8 @@ def resize_sparse_label(lab: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     Output pixel (i, j) takes the stored pixel under its centre; a labeled stored pixel that no output
     pixel samples (shrinking skips rows/columns) is written to the output pixel containing it if that
     one came out unlabeled. So sparse active labels (40 px per image, thin regions) survive any
-    scale, and dense labels are the plain nearest resize."""
+    scale; dense labels are the nearest resize, except that unlabeled (255) areas shrink slightly
+    where a skipped labeled pixel falls into them."""
     h, w = size
     H, W = lab.shape[:2]
     if (H, W) == (h, w):
@@ -88,7 +89,7 @@ class TrainView:
         img = resize_image(img, (sh, sw))
         lab = resize_sparse_label(np.asarray(lab, np.uint8), (sh, sw))
         if depth is not None:
-            depth = cv2.resize(depth, (sw, sh), interpolation=cv2.INTER_NEAREST)
+            depth = cv2.resize(depth, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)
         if self.crop is not None:
             ch, cw = self.crop
             ph, pw = max(0, ch - sh), max(0, cw - sw)

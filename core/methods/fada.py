@@ -15,8 +15,9 @@ logits at that size.
 
 Not here: the paper's self-distillation stage (train a fresh model on the adapted model's hard
 pseudo-labels) and its BN freezing, which is the loop's default (``TrainConfig.freeze_bn``).
-The feature tap is the segmentor's ``feat`` (last backbone stage: 320-d for efficientnet_lite0,
-2048-d for ResNet-101 as in the paper).
+The feature tap is the segmentor's ``feat``: with the DeepLabV2 head the last backbone stage (320-d for
+efficientnet_lite0, 2048-d for ResNet-101 as in the paper); with the default DeepLabV3+ head the
+decoder feature the classifier reads (128-d at stride 4).
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ reference hard-codes GTA/Cityscapes counts, here they are recomputed per dataset
   (``refine_pseudo_labels``, when a composed method makes them). Its ``stage`` (run after fit)
   re-estimates pi_t with the final model; during training pi_t is estimated lazily with the model
   of the first iteration that needs it.
-* ``cr``: a post-hoc stage: freeze the encoder (``model.backbone``; BN frozen too) and retrain only
-  the classifier head on source through the one loop with the logit-adjusted CE
+* ``cr``: a post-hoc stage: freeze everything but the classifier (``model.head.classifier`` when the
+  head has one, as DeepLabV3+'s 1x1 classifier on the decoder feature; else everything but the head,
+  e.g. DeepLabV2's ASPP-sum classifier), with every BatchNorm frozen, and retrain the classifier on source through the one loop with the logit-adjusted CE
   ``CE(z + log pi_s - log pi_t, y_s)``; test with plain ``z``. It has no online hooks.
 
 ``ia`` and ``cr`` are mutually exclusive (both take the "label_shift" role): IA after CR would add
@@ -126,11 +127,17 @@ class ClassifierRectification(Method):
         pi_s, pi_t = self.pi_s, self.pi_t
         if pi_s is None or pi_t is None:
             pi_s, pi_t, _ = estimate_priors(model, source, target, cfg.infer_window, device, self.max_images)
-        encoder = getattr(model, "backbone", None)
-        if encoder is None:
-            raise ValueError("cr: the model has no .backbone to freeze")
-        flags = [p.requires_grad for p in encoder.parameters()]
-        for p in encoder.parameters():
+        head = getattr(model, "head", None)
+        if head is None or getattr(model, "backbone", None) is None:
+            raise ValueError("cr: the model has no .backbone/.head to tell the classifier from the encoder")
+        classifier = getattr(head, "classifier", head)
+        keep = set(map(id, classifier.parameters()))
+        frozen = [p for p in model.parameters() if id(p) not in keep]
+        flags = [p.requires_grad for p in frozen]
+        scope = getattr(model, "bn_scope", None)
+        if scope is not None:
+            model.freeze_bn("all")      # the decoder's BN statistics stay as adapted
+        for p in frozen:
             p.requires_grad_(False)
         n = iterations or self.iterations or cfg.iterations
         try:
@@ -138,6 +145,8 @@ class ClassifierRectification(Method):
                       methods=[_LogitAdjustedCE(-prior_bias(pi_t, pi_s))], checkpoint=checkpoint,
                       progress=progress, desc="cr stage")
         finally:
-            for p, f in zip(encoder.parameters(), flags):
+            if scope is not None:
+                model.freeze_bn(scope)
+            for p, f in zip(frozen, flags):
                 p.requires_grad_(f)
         return {"pi_s": pi_s, "pi_t": pi_t, **res}
