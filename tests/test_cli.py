@@ -242,3 +242,21 @@ def test_recipes_set_defaults_and_explicit_options_win():
         (1e-3, (256, 512), "deeplabv3plus", 8, 10.0, None)
     assert cfg("--crop", "none", "--grad-clip", "0").crop is None
     assert cfg("--grad-clip", "0").grad_clip is None
+
+
+def test_resume_of_a_run_made_by_the_old_model_is_one_line(tmp_path, capsys):
+    """A project.db whose run was configured by the DeepLabV2-on-resized-inputs version (``image_size``,
+    no ``head``) cannot be continued with the new model: one line, exit 2, the run left untouched."""
+    import storage
+    from app.cli import main
+    from app.config import RunConfig
+
+    w = tmp_path / "old"
+    db = storage.open_store(w)
+    old = {k: v for k, v in RunConfig(workdir=str(w)).to_dict().items() if k not in ("head", "crop", "scale")}
+    storage.start_run(db, {**old, "image_size": [128, 256]})
+    db.conn.close()
+    rc = main(["--workdir", str(w), "--resume", "--budget", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "older version" in err
+    assert storage.last_run(storage.open_store(w))["status"] == "running"
