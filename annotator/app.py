@@ -150,11 +150,13 @@ def _round_row(ctx: AnnotatorContext) -> dict | None:
     return rows[0] if rows else None
 
 
-def _budget_text(budget) -> str:
-    if budget is None:
-        return "—"
-    b = float(budget)
-    return f"{b * 100:.2g}% of pixels" if 0 < b < 1 else f"{b:g}"
+def _budget_text(r) -> str:
+    """A round row's budget for people: '2.2% of pixels' (RA) or '40 px per image' (PA)."""
+    if r["budget_unit"] == "percent":
+        return f"{r['budget_value']:g}% of pixels"
+    if r["budget_unit"] == "pixels":
+        return f"{r['budget_value']:g} px per image"
+    return "—"
 
 
 def header_markdown(ctx: AnnotatorContext, user: str) -> str:
@@ -166,7 +168,7 @@ def header_markdown(ctx: AnnotatorContext, user: str) -> str:
     total, done = p["total"], p["done"]
     frac = done / total if total else 0.0
     mine = p["annotators"].get(user, 0)
-    return (f"**Round {r['idx']}** ({r['status']}) · budget {_budget_text(r['budget'])} · "
+    return (f"**Round {r['idx']}** ({r['status']}) · budget {_budget_text(r)} · "
             f"**{done}/{total}** queries labeled `{_bar(frac)}` {frac * 100:.0f}% · pending {p['pending']} · "
             f"in progress {p['leased']} · skipped {p['skipped']} · flagged {p['flagged']} · "
             f"your labels: **{mine}** · {who}")
@@ -192,7 +194,7 @@ def round_markdown(ctx: AnnotatorContext) -> str:
     kinds = dict(ctx.db.execute("SELECT kind, count(*) FROM queries WHERE round = ? GROUP BY kind",
                                 (r["id"],)).fetchall())
     return (f"### Round {r['idx']} — {r['status']}\n"
-            f"Strategy {r['strategy'] or '—'} · budget {_budget_text(r['budget'])} · "
+            f"Strategy {r['strategy'] or '—'} · budget {_budget_text(r)} · "
             f"{kinds.get('region', 0)} region and {kinds.get('pixel', 0)} pixel queries\n\n"
             f"Labeled **{p['done']}/{p['total']}** · pending {p['pending']} · in progress {p['leased']} · "
             f"skipped {p['skipped']} · flagged {p['flagged']} · time spent {p['ms'] / 60000:.1f} min")

@@ -69,7 +69,7 @@ def seed_project(workdir: str | os.PathLike, n_images: int = 3, h: int = 96, w: 
         scenes = {n: make_scene(seed + i, h, w) for i, n in enumerate(names)}
         storage.add_images(db, [dict(name=n, height=h, width=w, path=f"{n}.png") for n in names])
         run = storage.start_run(db, {"annotator": "synthetic"})
-        rnd = storage.add_round(db, run, 1, budget=0.022, strategy="ripu")
+        rnd = storage.add_round(db, run, 1, budget="2.2%", strategy="ripu")
         region_ids = []
         for idx, box, score in regions or []:
             region_ids += storage.add_queries(db, rnd, names[idx], "region", [(*box, score)])

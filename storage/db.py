@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
@@ -157,9 +158,43 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta (key, value) VALUES ('app', ?), ('created', ?)", (APP_NAME, now_iso()))
 
 
+def budget_parts(spec) -> tuple[str | None, float | None, str | None]:
+    """A round's budget as stored: (spec text, value, unit). ``"2.2%"`` -> ("2.2%", 2.2, "percent")
+    (percent of each target image's pixels over all rounds, RA); ``"40px"`` -> ("40px", 40.0, "pixels")
+    (pixels per target image over all rounds, PA); a bare float in (0, 1] (the pre-v2 REAL column, e.g.
+    0.022) -> ("2.2%", 2.2, "percent"); None -> (None, None, None). Raises StoreError for anything else."""
+    if spec is None:
+        return None, None, None
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if 0 < spec <= 1:
+            value = round(float(spec) * 100, 9)
+            return f"{value:g}%", value, "percent"
+        raise StoreError(f"budget {spec!r}: a bare number must be a fraction in (0, 1]")
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|px)\s*", str(spec), re.IGNORECASE)
+    if not m:
+        raise StoreError(f"budget {spec!r}: expected '<P>%' or '<N>px'")
+    value, unit = float(m.group(1)), "percent" if m.group(2) == "%" else "pixels"
+    return (f"{value:g}%" if unit == "percent" else f"{value:g}px"), value, unit
+
+
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """rounds.budget held either a fraction (REAL) or, from the loop, the spec text ("2.2%") in a REAL
+    column; keep the spec text, its value and unit in their own columns (budget itself stays, unused)."""
+    conn.execute("ALTER TABLE rounds ADD COLUMN budget_spec TEXT")     # '2.2%' or '40px', as given
+    conn.execute("ALTER TABLE rounds ADD COLUMN budget_value REAL")    # 2.2 (percent) or 40 (pixels)
+    conn.execute("ALTER TABLE rounds ADD COLUMN budget_unit TEXT")     # 'percent' | 'pixels' (per target image)
+    for rid, budget in conn.execute("SELECT id, budget FROM rounds WHERE budget IS NOT NULL").fetchall():
+        try:
+            spec, value, unit = budget_parts(budget)
+        except StoreError:
+            continue
+        conn.execute("UPDATE rounds SET budget_spec = ?, budget_value = ?, budget_unit = ? WHERE id = ?",
+                     (spec, value, unit, rid))
+
+
 # Migration i (0-based) brings the schema from user_version i to i+1. Append only; never edit
 # a released migration.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

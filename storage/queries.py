@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlite_utils import Database
 
-from storage.db import InvalidInput, LeaseError, immediate, now_iso
+from storage.db import InvalidInput, LeaseError, budget_parts, immediate, now_iso
 
 KINDS = ("region", "pixel")
 STATUSES = ("pending", "leased", "done", "skipped", "flagged")
@@ -120,16 +120,20 @@ def latest_checkpoint(db: Database, run: int, step: str | None = None) -> dict |
     return rows[0] if rows else None
 
 
-def add_round(db: Database, run: int | None, index: int, budget: float | None = None,
+def add_round(db: Database, run: int | None, index: int, budget: str | float | None = None,
               strategy: str | None = None) -> int:
     """Create round ``index`` of ``run`` (idempotent: an existing one is returned); returns its id.
-    The round number is stored in column ``idx`` (``index`` is an SQL keyword)."""
+    The round number is stored in column ``idx`` (``index`` is an SQL keyword). ``budget``: the run's
+    budget spec ("2.2%", "40px"; see ``db.budget_parts``), stored as ``budget_spec`` text with its
+    ``budget_value`` and ``budget_unit`` ('percent' of each image's pixels | 'pixels' per image).
+    Raises StoreError for a malformed budget."""
+    spec, value, unit = budget_parts(budget)
     with immediate(db) as conn:
         row = conn.execute("SELECT id FROM rounds WHERE run IS ? AND idx = ?", (run, index)).fetchone()
         if row:
             return row[0]
-        return conn.execute("INSERT INTO rounds (run, idx, budget, strategy, status) VALUES (?, ?, ?, ?, 'open')",
-                            (run, index, budget, strategy)).lastrowid
+        return conn.execute("INSERT INTO rounds (run, idx, budget_spec, budget_value, budget_unit, strategy, status) "
+                            "VALUES (?, ?, ?, ?, ?, ?, 'open')", (run, index, spec, value, unit, strategy)).lastrowid
 
 
 def set_round_status(db: Database, round_id: int, status: str) -> None:

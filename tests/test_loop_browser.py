@@ -38,10 +38,23 @@ def test_launch_opens_annotator_and_finish_round_retrains(tmp_path, page):
                 if "Annotator for round 1 is open at" in line:
                     url = line.split(" at ", 1)[1].split()[0]
         assert url == f"http://127.0.0.1:{port}/", (tmp_path / "launch.log").read_text()[-3000:]
+        console_errors = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.goto(url)
         root = page.locator("#region-canvas .ra-root")
         page.wait_for_function("() => document.querySelector('#region-canvas .ra-root')?.dataset.state === 'ready'",
                                timeout=60_000)
+        # the page the real loop made shows no error anywhere (the budget '2.2%' once broke the header
+        # and the Round tab of this very project): every tab, no error toast, header settled
+        for tab in ("Pixels", "Review", "Round", "Regions"):
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(1500)
+        page.wait_for_function("() => !document.querySelector('#annot-header')?.innerText.includes('Loading')",
+                               timeout=30_000)
+        assert "2.2% of pixels" in page.locator("#annot-header").inner_text()
+        assert page.locator(".toast-body.error").count() == 0, page.locator(".toast-body.error").all_inner_texts()
+        assert page.get_by_text("Error", exact=True).count() == 0      # Gradio's failed-output placeholder
+        assert not [e for e in console_errors if "favicon" not in e], console_errors
         qid = int(root.get_attribute("data-qid"))
         page.keyboard.press("a")    # accept the model's prediction as the label of this region
         deadline = time.time() + 30

@@ -182,7 +182,7 @@ def test_migrations_run_in_order_and_once(tmp_path, monkeypatch):
     import storage.db as sdb
     monkeypatch.setattr(sdb, "MIGRATIONS", [*sdb.MIGRATIONS, m2])
     db = S.open_store(tmp_path / "w")
-    assert S.schema_version(db) == 2 and "note" in db["images"].columns_dict
+    assert S.schema_version(db) == len(sdb.MIGRATIONS) and "note" in db["images"].columns_dict
     db.close()
     S.open_store(tmp_path / "w").close()
     assert calls == [1]
@@ -242,7 +242,7 @@ def test_images_runs_steps_metrics(db):
     S.mark_step(db, run, "round1.score", status="started")
     assert not S.step_done(db, run, "round1.score")
 
-    assert S.add_round(db, run, 1, 40, "ripu") == S.add_round(db, run, 1, 40, "ripu")
+    assert S.add_round(db, run, 1, "40px", "ripu") == S.add_round(db, run, 1, "40px", "ripu")
     S.add_checkpoint(db, run, "warmup", "/w/ck0.pt")
     S.add_checkpoint(db, run, "round1.train", "/w/ck1.pt")
     assert S.latest_checkpoint(db, run)["path"] == "/w/ck1.pt"
@@ -544,3 +544,31 @@ def test_export_disk_full_one_error_no_temp_files(db, tmp_path, monkeypatch):
     assert len(list(out.iterdir())) == 3  # the first image's three files are complete; nothing partial
     for p in out.iterdir():
         Image.open(p).load()
+
+
+def test_round_budget_is_stored_as_spec_value_and_unit_and_old_rows_migrate(tmp_path):
+    """What the loop stores ("2.2%", "40px") is typed, and a version-1 project whose REAL budget column
+    holds the loop's text (SQLite keeps '2.2%' as TEXT there) or a fraction is migrated."""
+    from storage.db import MIGRATIONS
+
+    # a version-1 project as the loop wrote it before the migration
+    (tmp_path / "old").mkdir()
+    con = sqlite3.connect(tmp_path / "old" / "project.db")
+    MIGRATIONS[0](con)
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO rounds (run, idx, budget, strategy) VALUES (1, 1, '2.2%', 'ripu')")
+    con.execute("INSERT INTO rounds (run, idx, budget, strategy) VALUES (1, 2, 0.022, 'ripu')")
+    con.execute("INSERT INTO rounds (run, idx, budget, strategy) VALUES (2, 1, '40px', 'rand')")
+    con.commit()
+    con.close()
+    db = S.open_store(tmp_path / "old")
+    rows = [tuple(r) for r in db.execute("SELECT budget_spec, budget_value, budget_unit FROM rounds ORDER BY id")]
+    assert rows == [("2.2%", 2.2, "percent"), ("2.2%", 2.2, "percent"), ("40px", 40.0, "pixels")]
+    # new rounds
+    db2 = S.open_store(tmp_path / "new")
+    a = S.add_round(db2, None, 1, budget="2.2%")
+    b = S.add_round(db2, None, 2, budget="40px")
+    got = {r["id"]: (r["budget_spec"], r["budget_value"], r["budget_unit"]) for r in db2.query("SELECT * FROM rounds")}
+    assert got == {a: ("2.2%", 2.2, "percent"), b: ("40px", 40.0, "pixels")}
+    with pytest.raises(S.StoreError, match="budget"):
+        S.add_round(db2, None, 3, budget="40pz")
