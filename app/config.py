@@ -29,7 +29,7 @@ class RunConfig:
     scale: tuple[float, float] = (0.75, 1.5)    # random scale range before the crop
     infer_window: tuple[int, int] | None = (512, 1024)   # evaluation/scoring/prefill predict the full stored
                                       # image, with a sliding window of this size (H, W) when it is larger
-    iterations: int = 1200            # source-only warm-up iterations
+    iterations: int = 900             # source-only warm-up iterations (fits `launch.py --budget none` in 8 min)
     init: str | None = None           # start from this checkpoint instead of training the warm-up
     batch_size: int = 2
     lr: float = 2.5e-3                # backbone learning rate (SGD, poly 0.9); the head gets 10x
