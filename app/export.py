@@ -26,7 +26,7 @@ def export_run(workdir: str, out: str, dense: bool = False, threshold: float = 0
 
         def fn(name):
             x = s.target[index[name]]
-            prob = predict_logits(s.model, x["image"], x["label"].shape, window=s.cfg.infer_window and tuple(s.cfg.infer_window),
+            prob = predict_logits(s.model, x["image"], x["label"].shape, window=s.cfg.infer_window,
                                   device=s.device).softmax(0)
             conf, pred = prob.max(0)
             return pred.byte().cpu().numpy(), conf.cpu().numpy()

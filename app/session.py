@@ -84,17 +84,14 @@ def build_model(cfg: RunConfig, num_classes: int) -> Segmentor:
 
 def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> TrainConfig:
     return TrainConfig(iterations=iterations, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=cfg.warmup,
-                       grad_clip=cfg.grad_clip, crop_size=_size(cfg.crop), scale=tuple(cfg.scale),
-                       infer_window=_size(cfg.infer_window), seed=train_seed(cfg), device=cfg.device)
+                       grad_clip=cfg.grad_clip, crop_size=cfg.crop, scale=tuple(cfg.scale),
+                       infer_window=cfg.infer_window, seed=train_seed(cfg), device=cfg.device)
 
 
 def train_seed(cfg: RunConfig) -> int:
     """The seed of training and random selection (``--train-seed``, default ``--seed``)."""
     return cfg.seed if cfg.train_seed is None else cfg.train_seed
 
-
-def _size(v):
-    return None if v is None else tuple(v)
 
 
 def region_radius(cfg: RunConfig, mode: str) -> int:
@@ -185,7 +182,7 @@ class ActiveSession:
             row = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
             return float(row.get("miou", float("nan")))
         t0 = time.time()
-        res = evaluate(self.model, self.val, _size(self.cfg.infer_window), device=self.device, desc=f"evaluate ({what})",
+        res = evaluate(self.model, self.val, self.cfg.infer_window, device=self.device, desc=f"evaluate ({what})",
                        adjust=self.adjust)
         storage.add_metric(self.db, self.run_id, rnd, "miou", res["miou"])
         storage.add_metric(self.db, self.run_id, rnd, "iou", [None if np.isnan(v) else float(v) for v in res["iou"]])
@@ -226,7 +223,7 @@ class ActiveSession:
             s = self.target[i]
             H, W = s["label"].shape
             n = queries_per_round(self.budget, H, W, self.cfg.rounds, radius)[rnd - 1]
-            logits = predict_logits(self.model, s["image"], (H, W), window=_size(self.cfg.infer_window), device=self.device,
+            logits = predict_logits(self.model, s["image"], (H, W), window=self.cfg.infer_window, device=self.device,
                                     adjust=self.adjust)
             prob = logits.softmax(0).cpu().numpy().astype(np.float32)
             labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)

@@ -66,7 +66,7 @@ def main():
     cfg = RunConfig(iterations=a.iterations, crop=parse_size(a.crop), lr=a.lr, seed=a.seed, head=a.head,
                     output_stride=a.output_stride, workdir=a.workdir, warmup=a.warmup, grad_clip=a.grad_clip or None,
                     synth_size=parse_size(a.synth_size, "--synth-size"))
-    window = tuple(cfg.infer_window)
+    window = cfg.infer_window
     source, target, val = load_data(cfg)
     names = val.label_space.names
     C = val.label_space.num_classes

@@ -92,7 +92,7 @@ def main():
         source, target, val = load_data(cfg)
         model = build_model(cfg, val.label_space.num_classes)
         model.load_state_dict(load_checkpoint(ck)["model"])
-        refs["source only"] = [evaluate(model, val, tuple(cfg.infer_window), desc="source-only")["miou"]]
+        refs["source only"] = [evaluate(model, val, cfg.infer_window, desc="source-only")["miou"]]
         full = []
         for seed in seeds:
             cfg.train_seed = seed
@@ -101,7 +101,7 @@ def main():
             fit(model, train_config(cfg, a.rounds * a.round_iterations), source, target=target,
                 target_labels=lambda i, s: s["label"], methods=build_methods(cfg.method), desc="fully supervised",
                 checkpoint=out / f"full_s{seed}.pt")
-            full.append(evaluate(model, val, tuple(cfg.infer_window), desc="fully supervised")["miou"])
+            full.append(evaluate(model, val, cfg.infer_window, desc="fully supervised")["miou"])
         refs["fully supervised"] = full
 
     def cell_text(vals):

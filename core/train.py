@@ -153,6 +153,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     """
     rank, world = init_distributed()
     device = resolve_device(cfg.device)
+    seed_everything(cfg.seed + 1000 * rank)    # method setup (discriminator init) and the first draws
     model.to(device)
     model.train()
     if cfg.freeze_bn:
@@ -174,7 +175,8 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         for m, ms in zip(methods, state.get("methods", [])):
             m.load_state_dict(ms)
         start = int(state["iteration"])
-    seed_everything(cfg.seed + 1000 * rank + 7919 * start)   # augmentation draws continue, not repeat
+    if start:   # resumed: augmentation draws continue instead of repeating the first ones
+        seed_everything(cfg.seed + 1000 * rank + 7919 * start)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
