@@ -21,6 +21,18 @@ examples:
 """
 
 
+def _epilog() -> str:
+    """EPILOG plus the names --method and --strategy take, read from their registries."""
+    from core.acquisition import STRATEGIES
+    from core.methods import REGISTRY
+
+    w = max(map(len, [*REGISTRY, *STRATEGIES])) + 2
+    methods = "\n".join(f"  {n:<{w}} {cls.summary}" for n, cls in REGISTRY.items())
+    strategies = "\n".join(f"  {n:<{w}} {text}" for n, text in STRATEGIES.items())
+    return (f"{EPILOG}\nUDA methods (--method; join with '+' to train together, 'a>b' runs b as a post-hoc stage "
+            f"after a, e.g. fada>cra):\n{methods}\n\nacquisition strategies (--strategy):\n{strategies}\n")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one clear line, exit 2 (argparse prints usage + message by default)
         self.exit(2, f"error: {message} (see --help)\n")
@@ -30,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = _Parser(prog="launch.py", description="Active-annotation studio for domain-adaptive semantic "
                 "segmentation: source-only warm-up, UDA, RIPU acquisition, annotation, retraining.",
-                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("run")
     g.add_argument("--workdir", default=d.workdir, help="folder of this run: project.db, checkpoints/, cache/ "
                    "(default: %(default)s)")
@@ -63,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(DeepLabV3+, crops, lr 2.5e-3, measured to train well in CPU minutes); paper: the papers' "
                    "DeepLabV2 protocol for GPUs (output stride 8, lr 2.5e-4, no warm-up/clip, resize-only, "
                    "40000 iterations, Cityscapes at 640x1280). Options given explicitly override the recipe")
-    m.add_argument("--head", default=None, choices=("deeplabv3plus", "deeplabv2"), help=f"segmentation head "
+    from core.models.segmentor import HEADS
+
+    m.add_argument("--head", default=None, choices=tuple(HEADS), help=f"segmentation head "
                    f"(default: {d.head}: stride-4 logits; deeplabv2: the papers' head, logits at the output stride)")
     m.add_argument("--output-stride", type=int, default=None, choices=(8, 16),
                    help=f"backbone output stride (default: {d.output_stride})")
@@ -82,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--source-size", default=None, help="real source images are resized to HxW (default: the "
                       "papers': GTA5 720x1280, SYNTHIA 760x1280)")
     data.add_argument("--target-size", default=None, help="real target images are resized to HxW (default: "
-                      "Cityscapes 512x1024; labels stay at full resolution for evaluation and budgets)")
+                      "Cityscapes 512x1024, folder: as stored); labels (Cityscapes and folder) stay at their own "
+                      "resolution for evaluation and budgets")
+    data.add_argument("--mask-format", default=d.mask_format, choices=("ids", "train_ids"), help="folder targets: "
+                      "mask values are ids (classes.json's, or without it Cityscapes labelIds 0-33) or train_ids "
+                      "(0..N-1 in class order, e.g. Cityscapes trainIds 0-18); 255 = unlabeled (default: "
+                      "%(default)s)")
     data.add_argument("--synth-size", default="x".join(map(str, d.synth_size)), help="embedded benchmark: "
                       "stored image size HxW (default: %(default)s)")
     data.add_argument("--synth-counts", default=",".join(map(str, d.synth_counts)), help="embedded benchmark: "
@@ -94,15 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "'40px' (pixel-based, PA) or '2.2%%' (region-based, RA); without it only the warm-up runs")
     al.add_argument("--rounds", type=int, default=d.rounds, help="selection rounds; the budget is split evenly "
                     "(default: %(default)s, as RIPU)")
-    al.add_argument("--strategy", default=d.strategy, choices=("ripu", "rand", "ent", "sconf"),
-                    help="acquisition: RIPU (impurity x uncertainty) or a baseline (default: %(default)s)")
+    from core.acquisition import STRATEGIES
+
+    al.add_argument("--strategy", default=d.strategy, choices=tuple(STRATEGIES),
+                    help="acquisition: RIPU (impurity x uncertainty) or a baseline, listed below (default: "
+                    "%(default)s)")
     al.add_argument("--region-radius", type=int, default=d.region_radius, help="RA: regions are (2r+1)^2 "
                     "squares; PA: suppression radius and impurity window (default: 8, i.e. 17x17 at the stored "
                     "256x512; the official setting is 1 for RA)")
     al.add_argument("--round-iterations", type=int, default=None, help=f"training iterations after "
                     f"each round's annotation (default: {d.round_iterations})")
-    al.add_argument("--method", default=d.method, help="UDA methods used when retraining, joined by '+' "
-                    "(default: %(default)s = RIPU's own losses)")
+    al.add_argument("--method", default=d.method, help="UDA methods used when retraining, joined by '+', "
+                    "listed below (default: %(default)s = RIPU's own losses)")
     al.add_argument("--oracle", action="store_true", help="answer every query from target ground truth "
                     "(headless experiments, as in the paper)")
     al.add_argument("--resume", action="store_true", help="continue the run in --workdir from its last "
@@ -181,7 +203,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     for k, v in dict(workdir=a.workdir, cache_dir=a.cache_dir, device=a.device, seed=a.seed, train_seed=a.train_seed,
                      init=a.init,
                      batch_size=a.batch_size, backbone=a.backbone, weights=a.weights, source=a.source,
-                     target=a.target, skip_bad=a.skip_bad, synth_size=parse_size(a.synth_size, "--synth-size"),
+                     target=a.target, skip_bad=a.skip_bad, mask_format=a.mask_format, synth_size=parse_size(a.synth_size, "--synth-size"),
                      synth_counts=parse_counts(a.synth_counts),
                      source_size=a.source_size and parse_size(a.source_size, "--source-size"), budget=a.budget,
                      rounds=a.rounds, strategy=a.strategy, region_radius=a.region_radius, method=a.method,
@@ -191,6 +213,15 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     if a.round_iterations is not None:
         cfg.round_iterations = a.round_iterations
     return cfg
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The RunConfig fields the user set explicitly on the command line (``--resume`` compares only
+    these with the stored run)."""
+    p = build_parser()
+    for action in p._actions:          # parse again with no defaults: only given options remain
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -225,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.session import run
 
         cfg = validate(config_from_args(args))
-        run(cfg)
+        run(cfg, given=given_options(argv))
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

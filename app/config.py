@@ -36,6 +36,7 @@ class RunConfig:
     warmup: int = 50                  # linear lr warm-up iterations (the 10x-the-papers' lr diverges without)
     grad_clip: float | None = 5.0     # gradient-norm clip; None = off (the papers)
     skip_bad: bool = False
+    mask_format: str = "ids"          # folder targets: "ids" (classes.json ids / Cityscapes labelIds) | "train_ids"
     source_size: tuple[int, int] | None = None   # real datasets: image size (H, W); None = the papers'
     target_size: tuple[int, int] | None = None
     synth_size: tuple[int, int] = (256, 512)   # embedded benchmark: stored size (H, W)
@@ -43,6 +44,8 @@ class RunConfig:
     # active learning (used from the active-loop issue on)
     budget: str | None = "2.2%"       # "none": warm-up and evaluation only
     rounds: int = 5
+    budget_rounds: int | None = None  # not an option: the rounds --budget was given for, when --resume --rounds
+                                      # extended the run (each round keeps budget / budget_rounds); None = rounds
     strategy: str = "ripu"
     region_radius: int | None = None
     round_iterations: int = 300

@@ -20,7 +20,8 @@ from tqdm import tqdm
 import storage
 from app.config import ConfigError, RunConfig
 from app.oracle import answer_round
-from core.acquisition import ClassEntropyStats, acquire, cra_entropy, parse_budget, queries_per_round
+from core.acquisition import (ClassEntropyStats, acquire, check_budget, cra_entropy, parse_budget, queries_per_round,
+                              scale_budget)
 from core.data.labels import SYNTHIA16
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
@@ -38,8 +39,10 @@ def load_data(cfg: RunConfig):
              "counts": dict(zip(("source", "target_train", "target_val"), cfg.synth_counts))}
     src_kw = dict(synth) if src_kind == "synthcity" else ({"size": cfg.source_size} if cfg.source_size else {})
     tgt_kw = dict(synth) if tgt_kind == "synthcity" else ({"size": cfg.target_size} if cfg.target_size else {})
-    if tgt_kind == "cityscapes":
+    if tgt_kind in ("cityscapes", "folder"):
         tgt_kw["label_size"] = "full"      # evaluate and budget at the labels' own resolution
+    if tgt_kind == "folder":
+        tgt_kw["mask_format"] = cfg.mask_format
     if src_kind == "synthia" and tgt_kind == "cityscapes":
         tgt_kw["label_space"] = SYNTHIA16   # evaluate the 16 shared classes (+ mIoU* over 13)
     source = build_dataset(cfg.source, "source", "train", **common, **src_kw)
@@ -100,13 +103,26 @@ def region_radius(cfg: RunConfig, mode: str) -> int:
     return cfg.region_radius if cfg.region_radius is not None else 8
 
 
+# Options that may differ on --resume and then apply (where the run lives, how it is served);
+# --rounds may grow (the run is extended); any other option that differs is refused by name.
+RESUME_APPLIES = ("workdir", "cache_dir", "device", "resume", "skip_bad", "host", "port", "auth", "users_file")
+
+
 class ActiveSession:
-    def __init__(self, cfg: RunConfig, quiet: bool = False):
+    """One run in ``cfg.workdir``. A new run is recorded in project.db only once ``setup()`` has
+    succeeded (data read, model built, ``--init`` loaded), so a failed setup can be retried with other
+    options. ``given``: the options the user set explicitly; on ``--resume`` each one that differs
+    from the stored run applies (``RESUME_APPLIES``; more ``--rounds`` extend the run at its per-round
+    budget) or raises ConfigError naming it. ``None`` (the API): the stored configuration wins."""
+
+    def __init__(self, cfg: RunConfig, quiet: bool = False, given: set[str] | None = None):
         self.cfg = cfg
         self.workdir = Path(cfg.workdir)
         self.ckpt_dir = self.workdir / "checkpoints"
         self.cache = self.workdir / "cache"
         self.db = storage.open_store(self.workdir)
+        self.quiet = quiet
+        self.run_id = None
         prev = storage.last_run(self.db)
         if prev is not None and not cfg.resume:
             raise ConfigError(f"{self.workdir} already holds run {prev['id']}: continue it with --resume, or "
@@ -119,16 +135,42 @@ class ActiveSession:
             if "image_size" in old and "head" not in old:
                 raise ConfigError(f"{self.workdir} holds a run made by an older version (DeepLabV2 on resized "
                                   "inputs), which this version cannot continue: start a new --workdir")
-            for key, value in old.items():   # continue the run as it was configured
-                if key not in ("workdir", "cache_dir", "device", "resume") and hasattr(cfg, key):
-                    setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
-        else:
-            self.run_id = storage.start_run(self.db, cfg.to_dict())
+            self._continue(old, given or set())
         self.device = resolve_device(cfg.device)
-        self.budget = parse_budget(cfg.budget) if cfg.budget else None
+        self.budget = run_budget(cfg)
         self.metrics: list[dict] = []
-        self.quiet = quiet
         self.adjust = None     # logit adjustment of the current methods (label-shift IA), if any
+
+    def _continue(self, old: dict, given: set[str]) -> None:
+        """Take the stored run's configuration, applying or refusing what the user gave anew."""
+        cfg = self.cfg
+        new = {k: getattr(cfg, k) for k in given if hasattr(cfg, k)}
+        stored = {k: tuple(v) if isinstance(v, list) else v for k, v in old.items()}
+        for key, value in stored.items():
+            if key not in RESUME_APPLIES and hasattr(cfg, key):
+                setattr(cfg, key, value)
+        extend = None
+        for key, value in sorted(new.items()):
+            if key in RESUME_APPLIES or key not in stored or value == stored[key]:
+                continue
+            flag = "--" + key.replace("_", "-")
+            if key == "rounds" and value > stored[key]:
+                extend = value
+                continue
+            if key == "rounds":
+                raise ConfigError(f"--resume --rounds {value}: run {self.run_id} has {stored[key]} rounds; a run can be "
+                                  "extended with more rounds, not shortened")
+            raise ConfigError(f"--resume {flag} {_shown(value)}: run {self.run_id} was made with {flag} "
+                              f"{_shown(stored[key])}, and a run continues with its own settings: drop {flag}, or "
+                              "start a new run in another --workdir")
+        if extend is not None:
+            before, cfg.rounds = cfg.rounds, extend
+            cfg.budget_rounds = cfg.budget_rounds or before
+            if cfg.budget:
+                print(f"extending run {self.run_id} from {before} to {extend} rounds at its per-round budget: "
+                      f"{cfg.budget} over {cfg.budget_rounds} round(s) becomes {run_budget(cfg)} over {extend}")
+            storage.set_run_config(self.db, self.run_id, cfg.to_dict())
+            storage.set_run_status(self.db, self.run_id, "running")
 
     # -- steps -------------------------------------------------------------------------------
     def done(self, step: str) -> bool:
@@ -138,19 +180,39 @@ class ActiveSession:
         storage.mark_step(self.db, self.run_id, step)
 
     def setup(self):
+        """Read the data, build the model, check that the run can do its work (budget, oracle), load
+        ``--init``; then record a new run and its target images."""
         self.source, self.target, self.val = load_data(self.cfg)
         self.names = self.val.label_space.names
         self.model = build_model(self.cfg, self.val.label_space.num_classes)
+        sizes = {}
+        for i, name in enumerate(self.target.names):
+            sizes[name] = self.target[i]["label"].shape
+        self._check_work(sizes)
+        if self.run_id is None:
+            if self.cfg.init:
+                self.model.load_state_dict(load_init(self.cfg.init, self.model))
+            self.run_id = storage.start_run(self.db, self.cfg.to_dict())
         if not self.done("data"):
-            rows = []
-            for i, name in enumerate(self.target.names):
-                h, w = self.target[i]["label"].shape
-                rows.append(dict(name=name, domain="target", split="train", path="", height=h, width=w))
-            storage.add_images(self.db, rows)
+            storage.add_images(self.db, [dict(name=n, domain="target", split="train", path="", height=h, width=w)
+                                         for n, (h, w) in sizes.items()])
             self.mark("data")
         if not self.quiet:
             print(f"source {self.cfg.source}: {len(self.source)} images | target {self.cfg.target}: "
                   f"{len(self.target)} train, {len(self.val)} val | {self.cfg.backbone} on {self.device}")
+
+    def _check_work(self, sizes: dict) -> None:
+        """ConfigError before any training when the rounds could do no work: an oracle without target
+        masks, or a budget below one query per image and round. Warns when val has no masks."""
+        if self.budget is not None and self.cfg.oracle and not getattr(self.target, "has_labels", True):
+            raise ConfigError(f"--oracle answers queries from the target's ground-truth masks, but {self.cfg.target} "
+                              "has none (no masks/ folder): label in the browser (drop --oracle), or add the masks")
+        if self.budget is not None and sizes:
+            h, w = min(sizes.values(), key=lambda hw: hw[0] * hw[1])
+            check_budget(self.budget, h, w, self.cfg.rounds, region_radius(self.cfg, self.budget.mode))
+        if not getattr(self.val, "has_labels", True) and not self.quiet:
+            print(f"note: the target val split of {self.cfg.target} has no masks, so mIoU cannot be measured "
+                  "(shown as nan)")
 
     def warmup(self):
         ck = self.ckpt_dir / "warmup.pt"
@@ -162,11 +224,7 @@ class ActiveSession:
             elif not self.done("round1.train"):
                 raise ConfigError(f"cannot resume: the warm-up checkpoint {path} is gone")
             # else: a finished round's checkpoint is loaded by resume_model()
-        elif self.cfg.init:
-            try:
-                self.model.load_state_dict(load_checkpoint(self.cfg.init)["model"])
-            except Exception as e:  # noqa: BLE001 - a wrong or corrupt file is a user mistake here
-                raise ConfigError(f"--init {self.cfg.init} does not fit this model ({str(e).splitlines()[0]})") from None
+        elif self.cfg.init:   # loaded (and checked) by setup()
             storage.add_checkpoint(self.db, self.run_id, "warmup", str(self.cfg.init))
             self.mark("warmup")
         else:
@@ -319,6 +377,44 @@ class ActiveSession:
         self.metrics = rows
 
 
+def run_budget(cfg: RunConfig):
+    """The run's budget per target image over all its rounds (a core.acquisition.Budget, or None):
+    ``--budget``, scaled by rounds / budget_rounds when ``--resume --rounds`` extended the run."""
+    if not cfg.budget:
+        return None
+    b = parse_budget(cfg.budget)
+    return scale_budget(b, cfg.rounds / cfg.budget_rounds) if cfg.budget_rounds else b
+
+
+def _shown(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "x".join(map(str, value))
+    return str(value)
+
+
+def load_init(path: str, model: torch.nn.Module) -> dict:
+    """The model weights of checkpoint ``path`` for ``model``; ConfigError naming what does not fit
+    (class count, or the first layer whose shape differs: another backbone or head)."""
+    try:
+        state = load_checkpoint(path)["model"]
+    except Exception as e:  # noqa: BLE001 - a wrong or corrupt file is a user mistake here
+        raise ConfigError(f"--init {path} is not a checkpoint of this studio ({str(e).splitlines()[0]})") from None
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ConfigError(f"--init {path} was made with another --backbone or --head (it has no {missing[0]})")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            n = getattr(model, "num_classes", None)
+            if v.shape[0] == n and tuple(state[k].shape[1:]) == tuple(v.shape[1:]):   # a classifier layer
+                raise ConfigError(f"--init {path} was trained for {state[k].shape[0]} classes, but this run's target "
+                                  f"has {v.shape[0]} classes: start from a checkpoint of a {v.shape[0]}-class run, "
+                                  "or drop --init")
+            raise ConfigError(f"--init {path}: {k} has shape {tuple(state[k].shape)} there but {tuple(v.shape)} in "
+                              "this model (another --backbone, --head or --output-stride?)")
+    return state
+
+
 def round_table(rows, budget, cfg) -> str:
     out = [f"\nRounds ({cfg.strategy}, {budget}, radius {region_radius(cfg, budget.mode)}):\n",
            "| round | labeled pixels (% of target) | mIoU | seconds |", "|---:|---:|---:|---:|"]
@@ -342,7 +438,8 @@ def reopen(workdir: str, cache_dir: str | None = None) -> ActiveSession:
     return s
 
 
-def run(cfg: RunConfig) -> ActiveSession | None:
+def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
+    """The whole run; ``given``: the options set on the command line (see ActiveSession)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:   # torchrun: every rank trains the warm-up together; rank 0 alone owns the store
         if cfg.budget is not None:
@@ -353,7 +450,7 @@ def run(cfg: RunConfig) -> ActiveSession | None:
             fit(build_model(cfg, val.label_space.num_classes), train_config(cfg, cfg.iterations), source,
                 progress=False)
             return None
-    s = ActiveSession(cfg)
+    s = ActiveSession(cfg, given=given)
     s.setup()
     s.warmup()
     if s.budget is not None:

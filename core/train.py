@@ -262,6 +262,9 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,
                                    "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
     bar.close()
+    if ckpt is not None and rank == 0 and not ckpt.exists():   # 0 iterations: the checkpoint still exists
+        save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": start,
+                               "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
     if world > 1:   # BN running statistics of the head: rank 0's (DDP also broadcasts them at each forward)
         for buf in model.buffers():
             dist.broadcast(buf, 0)

@@ -20,7 +20,7 @@ from storage.labels import (
 from storage.queries import (
     add_checkpoint, add_images, add_metric, add_queries, add_round, flag, get_image, get_query, image_id,
     last_run, latest_checkpoint, lease_next, mark_step, metrics_table, pending_count, release, renew,
-    requeue, round_progress, set_round_status, set_run_status, skip, start_run, step_done,
+    requeue, round_progress, set_round_status, set_run_config, set_run_status, skip, start_run, step_done,
 )
 
 __all__ = [
@@ -31,6 +31,6 @@ __all__ = [
     "labeled_pixel_count", "review", "save_label",
     "add_checkpoint", "add_images", "add_metric", "add_queries", "add_round", "flag", "get_image", "get_query",
     "image_id", "last_run", "latest_checkpoint", "lease_next", "mark_step", "metrics_table", "pending_count",
-    "release", "renew", "requeue", "round_progress", "set_round_status", "set_run_status", "skip", "start_run",
+    "release", "renew", "requeue", "round_progress", "set_round_status", "set_run_config", "set_run_status", "skip", "start_run",
     "step_done",
 ]

@@ -3,7 +3,9 @@
 Per target image with labels, named after its stem (a trailing ``_leftImg8bit`` is dropped as
 Cityscapes does): ``<stem>_gtFine_labelTrainIds.png`` (255 = unlabeled),
 ``<stem>_gtFine_labelIds.png`` (dataset ids; unlabeled -> 0 'unlabeled'), ``<stem>_gtFine_color.png``
-(label-space palette; unlabeled black), and ``manifest.json``. Every file is written to a
+(label-space palette; unlabeled black), and ``manifest.json``. When a class of the label space uses
+id 0 or colour black, unlabeled takes another value that no class uses
+(``LabelSpace.unlabeled_values``); ``manifest.json["unlabeled"]`` always says what was written. Every file is written to a
 temporary file in ``out_dir`` and moved into place with ``os.replace``; nothing is written
 outside ``out_dir``.
 """
@@ -125,9 +127,13 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"cannot create export folder {out}: {e.strerror or e}") from None
-    train_to_id = label_space.train_to_id(void_id=0)
-    palette_bgr = label_space.palette()[:, ::-1].copy()
+    unlabeled = label_space.unlabeled_values()
+    train_to_id = label_space.train_to_id(void_id=unlabeled["labelIds"])
+    palette = label_space.palette()
+    palette[IGNORE] = unlabeled["color"]
+    palette_bgr = palette[:, ::-1].copy()
     manifest = {"created": now_iso(), "label_space": label_space.name, "classes": label_space.to_json(),
+                "unlabeled": unlabeled,
                 "dense": dense is not None, "threshold": threshold if dense is not None else None,
                 "files": list(SUFFIXES), "images": {}}
     for img, name in images:

@@ -77,6 +77,11 @@ def start_run(db: Database, config: Mapping[str, Any] | None = None) -> int:
     return cur.lastrowid
 
 
+def set_run_config(db: Database, run: int, config: Mapping[str, Any]) -> None:
+    """Replace a run's stored config (JSON), e.g. when ``--resume --rounds N`` extends it."""
+    db["runs"].update(run, {"config": json.dumps(dict(config), sort_keys=True, default=str)})
+
+
 def set_run_status(db: Database, run: int, status: str) -> None:
     """Set a run's status (e.g. 'running', 'done', 'failed', 'interrupted')."""
     db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run))

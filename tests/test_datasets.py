@@ -168,9 +168,18 @@ def test_gta5_label_size_differs_from_image(tmp_path):
     ids = np.asarray(Image.open(root / "labels" / "00001.png"))
     write_ids(root / "labels" / "00001.png", cv2.resize(ids, (70, 38), interpolation=cv2.INTER_NEAREST), palette=True)
     ds = GTA5(root, size=(20, 36))
-    assert ds[0]["label"].shape == (20, 36)
-    assert GTA5(root, size=(20, 36), label_size="full")[0]["label"].shape == (38, 70)
-    assert ds.validate(progress=False) == []  # GTA5 tolerates it (a few real pairs differ)
+    with pytest.raises(DatasetError) as e:     # refused like every kind: resizing would shift the pixels
+        ds[0]
+    one_line_error(e, "00001.png", "38x70 (HxW)", "40x72")
+    with pytest.raises(DatasetError, match="38x70"):
+        GTA5(root, size=(20, 36), label_size="full")[0]
+    with pytest.raises(DatasetError, match="--skip-bad"):
+        ds.check_sizes(progress=False)
+    make_gta5(tmp_path / "gta", 2, size=(40, 72))     # a second, good pair
+    write_ids(root / "labels" / "00001.png", cv2.resize(ids, (70, 38), interpolation=cv2.INTER_NEAREST), palette=True)
+    ds = GTA5(root, size=(20, 36), skip_bad=True)
+    problems = ds.check_sizes(progress=False)
+    assert ds.names == ["00002"] and len(problems) == 1 and "00001.png" in problems[0]
 
 
 def test_validate_full_decodes_and_checks_ids(tmp_path):
@@ -289,7 +298,7 @@ def test_cityscapes_errors(tmp_path):
     shutil.rmtree(root / "gtFine")
     with pytest.raises(DatasetError) as e:
         Cityscapes(root, "train")
-    one_line_error(e, "gtFine", "require_labels=False")
+    one_line_error(e, "gtFine", "folder:PATH")
     assert not Cityscapes(root, "val", require_labels=False).has_labels
     shutil.rmtree(root / "leftImg8bit" / "val" / "frankfurt")
     with pytest.raises(DatasetError) as e:
@@ -304,7 +313,7 @@ def test_cityscapes_label_size_mismatch_is_an_error(tmp_path):
     ds = Cityscapes(root, "train", size=(16, 32))
     with pytest.raises(DatasetError) as e:
         ds.validate(progress=False)
-    one_line_error(e, lab.name, "60x30", "64x32")
+    one_line_error(e, lab.name, "30x60 (HxW)", "32x64")
     with pytest.raises(DatasetError):
         Cityscapes(root, "train", label_size="full")[0]
 
@@ -424,7 +433,7 @@ def test_folder_mixed_sizes(tmp_path):
     write_ids(root / "masks" / "img_002.png", np.full((30, 40), 7, np.uint8))
     with pytest.raises(DatasetError) as e:
         ImageFolder(root)
-    one_line_error(e, "img_002.png", "mixed image sizes", "2 at 32x24", "1 at 40x30", "size=(H, W)")
+    one_line_error(e, "img_002.png", "mixed image sizes", "2 at 24x32", "1 at 30x40", "--target-size HxW")
     ds = ImageFolder(root, size=(24, 32))
     assert all(s["image"].shape == (24, 32, 3) and s["label"].shape == (24, 32) for s in ds)
     assert ImageFolder(root, size=(24, 32), label_size="full")[2]["label"].shape == (30, 40)
@@ -442,7 +451,7 @@ def test_folder_masks_missing_or_mismatched(tmp_path):
     ds = ImageFolder(root, require_labels=False)
     with pytest.raises(DatasetError) as e:
         ds.validate(progress=False)
-    one_line_error(e, "img_002.png", "32x20", "32x24")
+    one_line_error(e, "img_002.png", "20x32 (HxW)", "24x32")
     assert ds.validate(progress=False, skip_bad=True) and ds.names == ["img_000", "img_001"]
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "masks" / "img_000.png")
     with pytest.raises(DatasetError) as e:

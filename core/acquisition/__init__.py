@@ -6,7 +6,7 @@ See reference/ripu.md for the official semantics this package reproduces.
 """
 from .acquire import STRATEGIES, acquire, score_map
 from .baselines import ent_score, rand_score, sconf_score
-from .budget import Budget, BudgetError, parse_budget, queries_per_round
+from .budget import Budget, BudgetError, check_budget, parse_budget, queries_per_round, scale_budget
 from .confidence import (
     CRA_ENT_THRESH,
     CRA_RARE_FACTOR,
@@ -25,7 +25,7 @@ from ._util import dilate_square
 __all__ = [
     "STRATEGIES", "acquire", "score_map",
     "ent_score", "rand_score", "sconf_score",
-    "Budget", "BudgetError", "parse_budget", "queries_per_round",
+    "Budget", "BudgetError", "check_budget", "parse_budget", "queries_per_round", "scale_budget",
     "CRA_ENT_THRESH", "CRA_RARE_FACTOR", "CRA_RARE_PCT", "ClassEntropyStats", "confidence_maps",
     "cra_entropy", "cra_trust_mask", "cra_untrusted_from_entropy", "pseudo_confidence",
     "RIPU_LOG_NORM", "ripu_score", "window_impurity",

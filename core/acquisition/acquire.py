@@ -9,7 +9,13 @@ from .select import select_queries
 
 __all__ = ["STRATEGIES", "score_map", "acquire"]
 
-STRATEGIES = ("ripu", "rand", "ent", "sconf")
+# name -> one line for --help
+STRATEGIES = {
+    "ripu": "region impurity x prediction uncertainty (RIPU, Xie et al., CVPR 2022)",
+    "rand": "uniformly random regions/pixels",
+    "ent": "highest prediction entropy",
+    "sconf": "lowest softmax confidence",
+}
 
 
 def score_map(prob, strategy, mode, radius, rng=None) -> np.ndarray:

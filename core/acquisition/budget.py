@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Budget", "BudgetError", "parse_budget", "queries_per_round"]
+__all__ = ["Budget", "BudgetError", "check_budget", "parse_budget", "queries_per_round", "scale_budget"]
 
 
 class BudgetError(ValueError):
@@ -98,3 +98,33 @@ def queries_per_round(budget, H: int, W: int, rounds: int, radius: int, *,
             total = int(round(b.pixels * H * W / (rh * rw)))
         total = min(total, H * W)
     return _spread(total, rounds)
+
+
+def check_budget(budget, H: int, W: int, rounds: int, radius: int) -> None:
+    """BudgetError (one line, with the fix) when an ``H x W`` image would get no query in some round:
+    RA ``budget`` below one ``(2r+1)^2`` region per round, or PA fewer pixels than rounds. Call it
+    with the smallest target image, before any work (the official code rounds each round up to one
+    query instead, silently exceeding the budget)."""
+    b = parse_budget(budget)
+    if min(queries_per_round(b, H, W, rounds, radius)) > 0:
+        return
+    if b.kind == "pixel":
+        raise BudgetError(f"--budget {b} over {rounds} rounds leaves some rounds without a pixel: give at least "
+                          f"{rounds}px or fewer --rounds")
+    side = 2 * radius + 1
+    px = H * W * b.fraction
+    fits = [r for r in range(radius - 1, -1, -1) if min(queries_per_round(b, H, W, rounds, r)) > 0]
+    fix = (f"use --region-radius {fits[0]} ({2 * fits[0] + 1}x{2 * fits[0] + 1} regions) or less" if fits
+           else "raise --budget")
+    raise BudgetError(f"--budget {b} of a {H}x{W} target image is {px:.0f} px, less than one {side}x{side} region "
+                      f"({side * side} px) in each of the {rounds} round(s), so some rounds would label nothing: "
+                      f"{fix}, or use fewer --rounds")
+
+
+def scale_budget(budget, factor: float) -> Budget:
+    """The budget ``factor`` times larger (e.g. a run extended from 1 to 3 rounds at the same
+    per-round budget: factor 3). PA pixels are rounded to whole pixels; RA keeps the fraction."""
+    b = parse_budget(budget)
+    if b.kind == "pixel":
+        return Budget("pixel", pixels=max(1, int(round(b.pixels * factor))))
+    return Budget("region", fraction=min(1.0, round(b.fraction * factor, 12)))

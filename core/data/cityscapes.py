@@ -41,7 +41,7 @@ class Cityscapes(FileDataset):
         if not gt_root.is_dir():
             if require_labels:
                 raise DatasetError(f"{gt_root}: Cityscapes gtFine/{split} folder not found "
-                                   f"(pass require_labels=False for an unlabeled target)")
+                                   f"(the command line needs gtFine for both splits; an unlabeled target can be a folder:PATH)")
             gt_root = None
         items, problems = [], []
         for city in sorted(p for p in img_root.iterdir() if p.is_dir()):

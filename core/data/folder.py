@@ -13,13 +13,24 @@ Mask values are *dataset ids* of the label space, mapped to trainIds on load; 25
 - without it: the label space is Cityscapes-19 and masks hold Cityscapes **labelIds** (0..33), mapped
   by cityscapesscripts' table (void ids such as 0..6 become 255) -- the same files Cityscapes'
   ``*_gtFine_labelIds.png`` and this project's export write.
-- ``mask_format="train_ids"`` reads masks that already hold trainIds (0..N-1, 255).
+- ``mask_format="train_ids"`` reads masks that already hold trainIds (0..N-1, 255); on the command
+  line ``--mask-format train_ids``. Masks that look like trainIds while read as Cityscapes labelIds
+  (most pixels on the void labelIds 0..6, no value above 18) log a warning naming the switch.
+
+Mask files: 8/16-bit grey, palette (the indices are the ids), 1-bit (values 0/1) or grey+alpha whose
+alpha is fully opaque (the grey value is the id; transparent pixels are ambiguous and refused).
 
 Any other value is an error naming the file (``unknown_ids="ignore"`` maps them to 255 instead).
 
 The shared base ``FileDataset`` implements the dataset contract of core.data.base for every
 file-backed dataset (GTA5, SYNTHIA, Cityscapes, folder):
 
+- Sizes and orientation (one rule for every kind): a label (and a depth map) must have exactly its
+  image's stored size, H x W, or the sample is refused with a DatasetError naming the file and both
+  sizes (``skip_bad`` drops such pairs). Pixels are read on the stored grid: EXIF orientation tags
+  are ignored for images and masks alike (a warning names images that carry one), so masks must be
+  drawn on the stored, un-rotated pixels. ``check_sizes()`` checks every pair from file headers.
+  Sizes in messages are H x W, as every option takes them.
 - ``size=(H, W)``: images are resized to it on load (area interpolation when shrinking, bilinear when
   enlarging); ``None`` keeps the native size.
 - ``label_size``: ``None`` -> the label is resized (nearest) to the returned image's size;
@@ -40,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -92,19 +104,73 @@ def read_rgb(path: Path) -> np.ndarray:
     pixels line up with masks drawn on the stored image."""
     img = cv2.imdecode(_read_bytes(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
+        h, w = header_size(path)     # a readable header: say whether the decode limit was the reason
+        _check_pixels(path, h, w)
         raise DatasetError(f"{path}: cannot decode image (corrupt, truncated or not an image file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+_ORIENTATION = 0x0112   # EXIF tag
+# The one pixel limit of every decode (cv2's own default, 2**30): PIL's decompression-bomb guard
+# (89 Mpx warning, 179 Mpx error) would refuse valid large masks and panoramas that cv2 reads.
+MAX_PIXELS = int(os.environ.get("SEGSTUDIO_MAX_PIXELS", 2 ** 30))
+_ORIENTATION_NAMES = {2: "mirrored", 3: "rotated 180", 4: "flipped", 5: "transposed", 6: "rotated 90",
+                      7: "transverse", 8: "rotated 270"}
+
+
+class _no_bomb_guard:
+    """PIL's decompression-bomb check replaced by ``MAX_PIXELS`` (checked by the callers on the
+    header size) while any of our reads is open; counted, so concurrent validation threads agree."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved = None
+
+    def __enter__(self):
+        with _no_bomb_guard._lock:
+            if _no_bomb_guard._depth == 0:
+                _no_bomb_guard._saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            _no_bomb_guard._depth += 1
+
+    def __exit__(self, *exc):
+        with _no_bomb_guard._lock:
+            _no_bomb_guard._depth -= 1
+            if _no_bomb_guard._depth == 0:
+                Image.MAX_IMAGE_PIXELS = _no_bomb_guard._saved
+
+
+def _check_pixels(path: Path, h: int, w: int) -> None:
+    if h * w > MAX_PIXELS:
+        raise DatasetError(f"{path}: {h}x{w} is {h * w / 1e6:.0f} Mpx, over the {MAX_PIXELS / 1e6:.0f} Mpx decode "
+                           f"limit; set the environment variable SEGSTUDIO_MAX_PIXELS to a larger pixel count")
+
+
+_INDEX_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
+
+
 def read_index_image(path: Path) -> np.ndarray:
-    """A single-channel class-id image (8/16-bit grey, or palette indices) as uint8/uint16 (H,W)."""
+    """A single-channel class-id image as uint8/uint16 (H,W): 8/16-bit grey, palette indices, 1-bit
+    (0/1), or grey+alpha / palette+alpha with a fully opaque alpha (its grey value or index is the id).
+    Raises DatasetError naming the file and mode for colour images and for alpha with transparent
+    pixels (unlabeled or not is ambiguous)."""
     try:
-        with Image.open(path) as im:
+        with _no_bomb_guard(), Image.open(path) as im:
             mode = im.mode
-            if mode not in ("P", "L", "I;16", "I;16B", "I;16L", "I"):
-                raise DatasetError(f"{path}: label must be a single-channel image of class ids (grey or palette), "
-                                   f"got a {mode} image")
-            arr = np.asarray(im)
+            _check_pixels(path, im.size[1], im.size[0])
+            if mode == "1":
+                arr = np.asarray(im.convert("L")) // 255
+            elif mode in ("LA", "PA", "La"):
+                a = np.asarray(im)
+                if (a[..., 1] != 255).any():
+                    raise DatasetError(f"{path}: label is a {mode} image (ids + alpha) with transparent pixels; "
+                                       "whether they are unlabeled is ambiguous: save the ids without alpha "
+                                       "(unlabeled = 255)")
+                arr = a[..., 0]
+            elif mode in _INDEX_MODES:
+                arr = np.asarray(im)
+            else:
+                raise DatasetError(f"{path}: label must be a single-channel image of class ids (grey, palette, 1-bit "
+                                   f"or grey+alpha), got a {mode} image")
     except DatasetError:
         raise
     except FileNotFoundError:
@@ -129,28 +195,41 @@ def read_first_channel(path: Path, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def header_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header (cheap: no pixel decoding)."""
+def header_info(path: Path) -> tuple[int, int, int]:
+    """(H, W, EXIF orientation) from the file header (cheap: no pixel decoding). The orientation is
+    1 (none) when the file has no tag. Very large images are not refused here: nothing is decoded."""
     try:
-        with Image.open(path) as im:
+        with _no_bomb_guard(), Image.open(path) as im:
             w, h = im.size
+            try:
+                orient = int(im.getexif().get(_ORIENTATION, 1) or 1)
+            except Exception:  # a broken EXIF block is not a broken image
+                orient = 1
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except Exception as e:
         raise DatasetError(f"{path}: not a readable image file ({e})") from None
-    return h, w
+    return h, w, orient
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header (cheap: no pixel decoding)."""
+    return header_info(path)[:2]
 
 
 def verify_file(path: Path) -> tuple[int, int]:
     """Check a file's structure; (H, W). PNG: PIL verify (chunk CRCs, truncation) without decoding
     pixels; other formats (where verify checks little): a full PIL decode."""
     try:
-        with Image.open(path) as im:
+        with _no_bomb_guard(), Image.open(path) as im:
             w, h = im.size
+            _check_pixels(path, h, w)
             if im.format == "PNG":
                 im.verify()
             else:
                 im.load()
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except Exception as e:
@@ -254,7 +333,7 @@ def label_space_id_map(label_space: LabelSpace, unknown: str = "error") -> IdMap
 
 def train_id_map(label_space: LabelSpace, unknown: str = "error") -> IdMap:
     n = label_space.num_classes
-    return IdMap({i: i for i in range(n)}, range(n), f"train ids 0..{n - 1} or 255", unknown)
+    return IdMap({i: i for i in range(n)}, range(n), f"train ids 0..{n - 1} or 255, as --mask-format train_ids reads them", unknown)
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -335,8 +414,6 @@ class FileDataset:
     """A list of (image, label, depth) files behind the dataset contract (see the module docstring)."""
 
     kind = "files"
-    # image and label must have the same native size (checked by validate() and label_size="full")
-    pair_sizes_must_match = True
 
     def __init__(self, root: str | Path, items: Sequence[Item], label_space: LabelSpace, id_map: IdMap, *,
                  size=None, label_size=None, cache_dir: str | Path | None = None, cache_format: str = "png",
@@ -461,24 +538,41 @@ class FileDataset:
         if it.label is None:
             hw = target if target != "full" else header_size(it.image)
             return np.full(hw, IGNORE, np.uint8)
+        key = None
+        if target != "full":
+            h, w = target
+            key = self.cache.key("label", it.label, f"{h}x{w}|{self.id_map.signature}") if self.cache else None
+            if key is not None:   # written only after the size check below passed
+                cached = self.cache.get(key, "png")
+                if cached is not None and cached.shape == (h, w) and cached.dtype == np.uint8:
+                    return cached
+        raw = self._read_label_raw(it.label)
+        native = img.shape[:2] if (img is not None and self.size is None) else None
+        self._check_pair(it, it.label, raw.shape[:2], "label", native)
+        lab = self.id_map(raw, it.label)
         if target == "full":
-            lab = self.id_map(self._read_label_raw(it.label), it.label)
-            if self.pair_sizes_must_match:
-                ihw = img.shape[:2] if (img is not None and self.size is None) else header_size(it.image)
-                if lab.shape[:2] != tuple(ihw):
-                    raise DatasetError(f"{it.label}: label is {lab.shape[1]}x{lab.shape[0]} but its image "
-                                       f"{it.image.name} is {ihw[1]}x{ihw[0]}")
             return lab
-        h, w = target
-        key = self.cache.key("label", it.label, f"{h}x{w}|{self.id_map.signature}") if self.cache else None
-        if key is not None:
-            cached = self.cache.get(key, "png")
-            if cached is not None and cached.shape == (h, w) and cached.dtype == np.uint8:
-                return cached
-        lab = resize_nearest(self.id_map(self._read_label_raw(it.label), it.label), (h, w))
+        lab = resize_nearest(lab, target)
         if key is not None:
             self.cache.put(key, lab, "png")
         return lab
+
+    def _check_pair(self, it: Item, path: Path, hw, what: str, image_hw=None) -> None:
+        """DatasetError unless ``hw`` (a label's or depth map's H, W) is the stored size of its image."""
+        if image_hw is None:
+            ih, iw, orient = header_info(it.image)
+        else:
+            (ih, iw), orient = image_hw, 1
+        if tuple(hw) == (ih, iw):
+            return
+        if image_hw is not None:   # the decoded image carries no tag: read it for the hint below
+            orient = header_info(it.image)[2]
+        hint = ""
+        if orient in _ORIENTATION_NAMES and tuple(hw) == (iw, ih):
+            hint = (f"; the image carries EXIF orientation {orient} ({_ORIENTATION_NAMES[orient]}), which is "
+                    f"ignored: draw the {what} on the stored pixels, or save the image rotated")
+        raise DatasetError(f"{path}: {what} is {hw[0]}x{hw[1]} (HxW) but its image {it.image.name} is {ih}x{iw}; "
+                           f"a {what} must have its image's size{hint}")
 
     def _depth(self, it: Item, hw) -> np.ndarray:
         h, w = hw
@@ -497,13 +591,43 @@ class FileDataset:
         it = self.items[self._index(i)]
         ihw = verify_file(it.image)
         for p, what in ((it.label, "label"), (it.depth, "depth map")):
-            if p is None:
-                continue
-            hw = verify_file(p)
-            if self.pair_sizes_must_match and hw != ihw:
-                raise DatasetError(f"{p}: {what} is {hw[1]}x{hw[0]} but its image {it.image.name} is {ihw[1]}x{ihw[0]}")
+            if p is not None:
+                self._check_pair(it, p, verify_file(p), what, ihw)
         if full:
             self.load(i)
+
+    def check_sizes(self, progress: bool = True, workers: int | None = None) -> list[str]:
+        """Every label and depth map has its image's size, read from file headers (about 0.1 ms a
+        file, nothing decoded); images carrying an EXIF orientation tag are named in one warning.
+        Raises DatasetError for the first mismatch, or with ``skip_bad`` drops those samples and
+        returns the problems (also appended to ``self.skipped``)."""
+        def one(i: int) -> tuple[str | None, int]:
+            it = self.items[i]
+            try:
+                ih, iw, orient = header_info(it.image)
+                for p, what in ((it.label, "label"), (it.depth, "depth map")):
+                    if p is not None:
+                        self._check_pair(it, p, header_size(p), what, (ih, iw))
+            except DatasetError as e:
+                return str(e), 1
+            return None, orient
+
+        from tqdm import tqdm
+
+        n = len(self.items)
+        bad, rotated = [], []
+        with ThreadPoolExecutor(max(1, workers or min(4, os.cpu_count() or 1))) as ex:
+            for i, (problem, orient) in enumerate(tqdm(ex.map(one, range(n)), total=n, disable=not progress or n < 500,
+                                                       desc=f"check {self.kind} sizes", unit="img")):
+                if problem is not None:
+                    if not self.skip_bad:
+                        raise DatasetError(problem + " (--skip-bad drops such samples)")
+                    bad.append((i, problem))
+                elif orient != 1:
+                    rotated.append(self.items[i].image)
+        if rotated:
+            warn_orientation(rotated)
+        return self._drop(bad)
 
     def validate(self, progress: bool = True, skip_bad: bool | None = None, full: bool = False,
                  workers: int | None = None) -> list[str]:
@@ -539,16 +663,46 @@ class FileDataset:
                     bad.append((i, problem))
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
-        if bad:
-            drop = {i for i, _ in bad}
-            self._set_items([it for k, it in enumerate(self.items) if k not in drop])
-            problems = [p for _, p in bad]
-            self.skipped.extend(problems)
-            log.warning("%s: skipped %d bad sample(s); first: %s", self.root, len(bad), problems[0])
-            if not self.items:
-                raise DatasetError(f"{self.root}: every sample is bad; first: {problems[0]}")
-            return problems
-        return []
+        return self._drop(bad)
+
+    def _drop(self, bad: list[tuple[int, str]]) -> list[str]:
+        if not bad:
+            return []
+        drop = {i for i, _ in bad}
+        self._set_items([it for k, it in enumerate(self.items) if k not in drop])
+        problems = [p for _, p in bad]
+        self.skipped.extend(problems)
+        log.warning("%s: skipped %d bad sample(s); first: %s", self.root, len(bad), problems[0])
+        if not self.items:
+            raise DatasetError(f"{self.root}: every sample is bad; first: {problems[0]}")
+        return problems
+
+
+def warn_orientation(paths: Sequence[Path]) -> None:
+    """One warning naming images whose EXIF orientation tag is ignored (pixels are used as stored)."""
+    log.warning("%d image(s) carry an EXIF orientation tag, which is ignored: images and masks are used on their "
+                "stored pixel grid (the annotator shows them un-rotated); first: %s", len(paths), paths[0])
+
+
+def _warn_if_train_ids(masks: Sequence[Path], mask_dir: Path, id_map: IdMap) -> None:
+    """Warn when masks read as Cityscapes labelIds look like trainIds: no value above 18 (labelId masks
+    hold sky 23, person 24, car 26...) and over a quarter of the labeled pixels on void labelIds
+    (trainIds road 0 ... pole 5, sky 10 are void labelIds). Reads at most the few masks given;
+    unreadable ones are left to the loader's error."""
+    void = total = top = 0
+    for p in masks:
+        try:
+            a = read_index_image(p)
+        except DatasetError:
+            return
+        labeled = a != IGNORE
+        void += int((id_map.lut[a] == IGNORE)[labeled].sum())
+        total += int(labeled.sum())
+        top = max(top, int(a[labeled].max(initial=0)))
+    if total and void > total / 4 and top <= 18:
+        log.warning("%s: masks are read as Cityscapes labelIds, but %.0f%% of their labeled pixels fall on void "
+                    "labelIds and none is above 18: they look like trainIds; if so, pass --mask-format train_ids",
+                    mask_dir, 100.0 * void / total)
 
 
 def pair_by_stem(images: dict[str, Path], labels: dict[str, Path], expected_label, what: str = "label"):
@@ -571,8 +725,10 @@ class ImageFolder(FileDataset):
     ``split``: when ``images/<split>/`` exists, that subfolder (and ``masks/<split>/``) is used;
     otherwise every split is the whole flat folder (the unlabeled pool is also what is evaluated).
     ``size=None`` keeps native sizes and requires all images to be the same size (mixed sizes raise
-    DatasetError naming the sizes: pass ``size=(H, W)`` and every image is resized to it, masks with
-    nearest). Masks must have their image's size. Without ``masks/`` the dataset is unlabeled
+    DatasetError naming the sizes: give ``size=(H, W)``, ``--target-size HxW`` on the command line, and
+    every image is resized to it). Masks must have their image's size; they are returned at that
+    size with ``label_size="full"`` (what the command line uses, as for Cityscapes: evaluation and
+    budgets at the labels' own resolution), otherwise resized (nearest) to the returned image. Without ``masks/`` the dataset is unlabeled
     (``has_labels`` False, labels all 255); with it, every image needs a mask unless
     ``require_labels=False`` (then images without one are unlabeled). ``label_space`` is the one used
     without ``classes.json`` (default Cityscapes-19; its masks hold Cityscapes labelIds)."""
@@ -627,29 +783,36 @@ class ImageFolder(FileDataset):
                 m = masks.get(stem)
                 if m is None and require_labels:
                     problems.append(f"{img}: no mask (expected {mask_dir / (stem + '.png')}; "
-                                    f"pass require_labels=False to keep unlabeled images)")
+                                    f"once masks/ exists every image needs one: add it, or move the image out of images/)")
                 else:
                     items.append(Item(stem, img, m))
         else:
             items = [Item(stem, img, None) for stem, img in images.items()]
 
-        if size is None:  # native sizes must agree, or batches cannot be formed
-            sizes: dict[tuple[int, int], list[Path]] = {}
-            kept = []
-            for it in items:
-                try:
-                    hw = header_size(it.image)
-                except DatasetError as e:
-                    problems.append(str(e))
-                    continue
-                sizes.setdefault(hw, []).append(it.image)
-                kept.append(it)
-            items = kept
-            if len(sizes) > 1:
-                common = Counter({hw: len(v) for hw, v in sizes.items()}).most_common()
-                odd = sizes[common[-1][0]][0]
-                summary = ", ".join(f"{c} at {w}x{h}" for (h, w), c in common[:4])
-                raise DatasetError(f"{odd}: mixed image sizes in {img_dir} ({summary}); "
-                                   f"pass size=(H, W) to resize every image to one size")
+        # image headers: native sizes (they must agree unless size is given, or batches cannot be
+        # formed) and EXIF orientation tags (ignored: named in one warning)
+        sizes: dict[tuple[int, int], list[Path]] = {}
+        kept, rotated = [], []
+        for it in items:
+            try:
+                h, w, orient = header_info(it.image)
+            except DatasetError as e:
+                problems.append(str(e))
+                continue
+            sizes.setdefault((h, w), []).append(it.image)
+            kept.append(it)
+            if orient != 1:
+                rotated.append(it.image)
+        items = kept
+        if rotated:
+            warn_orientation(rotated)
+        if size is None and len(sizes) > 1:
+            common = Counter({hw: len(v) for hw, v in sizes.items()}).most_common()
+            odd = sizes[common[-1][0]][0]
+            summary = ", ".join(f"{c} at {h}x{w}" for (h, w), c in common[:4])
+            raise DatasetError(f"{odd}: mixed image sizes in {img_dir} ({summary}, HxW); resize them to one "
+                               f"training size with --target-size HxW (labels keep their own size)")
+        if mask_format == "ids" and self.classes_json is None and label_space.name == CITYSCAPES19.name:
+            _warn_if_train_ids([it.label for it in items if it.label is not None][:3], mask_dir, id_map)
         super().__init__(root, items, label_space, id_map, size=size, label_size=label_size,
                          cache_dir=cache_dir, cache_format=cache_format, skip_bad=skip_bad, problems=problems)

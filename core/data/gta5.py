@@ -9,9 +9,10 @@ Labels are mapped to the 19 Cityscapes trainIds with cityscapesscripts' table
 or becomes 255 with ``unknown_ids="ignore"``.
 
 Sizes (the papers' protocol): images are resized to 1280x720 (``size=(720, 1280)``); the label follows
-the image (nearest) unless ``label_size="full"`` (native resolution) or ``(H, W)``. A handful of
-GTA5 images have a label of a different size than the image; that is tolerated (the label is
-resized to the image's output size; with ``label_size="full"`` it is returned as stored).
+the image (nearest) unless ``label_size="full"`` (native resolution) or ``(H, W)``. A label must
+have its image's size, as in every dataset kind (core.data.folder): a pair of different sizes is a
+DatasetError naming the file and both sizes, or with ``skip_bad`` the pair is dropped and reported
+(resizing one to the other would shift every pixel when the difference is padding or cropping).
 There is no split: a source dataset uses every image. See core.data.folder for caching/validation.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ from core.data.labels import CITYSCAPES19, LabelSpace
 
 class GTA5(FileDataset):
     kind = "gta5"
-    pair_sizes_must_match = False
 
     def __init__(self, root: str | Path, size=(720, 1280), label_size=None, *,
                  label_space: LabelSpace = CITYSCAPES19, unknown_ids: str = "error",

@@ -52,6 +52,19 @@ class LabelSpace:
             lut[c.train_id] = c.id
         return lut
 
+    def unlabeled_values(self) -> dict:
+        """What unlabeled pixels are written as in each export format, chosen so they never equal a
+        class: ``labelTrainIds`` 255; ``labelIds`` 0 (Cityscapes' 'unlabeled' id) unless a class uses
+        id 0, then 255, else the smallest free id; ``color`` black unless a class is black, then the
+        first free of white, magenta, cyan, grey."""
+        ids = {c.id for c in self.classes}
+        void_id = next(v for v in (0, IGNORE, *range(256)) if v not in ids)
+        colors = {tuple(c.color) for c in self.classes}
+        candidates = ((0, 0, 0), (255, 255, 255), (255, 0, 255), (0, 255, 255), (128, 128, 128))
+        color = next((c for c in candidates if c not in colors),
+                     next((v, v, 255 - v) for v in range(256) if (v, v, 255 - v) not in colors))
+        return {"labelTrainIds": IGNORE, "labelIds": void_id, "color": list(color)}
+
     def colorize(self, train_ids: np.ndarray) -> np.ndarray:
         return self.palette()[train_ids]
 
@@ -100,7 +113,8 @@ class LabelSpaceError(ValueError):
 
 def load_classes_json(path: str | Path) -> LabelSpace:
     """Read a user ``classes.json``: a list of {"name", "id", "color": [r,g,b]} (``train_id`` optional,
-    defaults to the position). Train ids must be 0..N-1 and below 255."""
+    defaults to the position). Train ids must be 0..N-1 and below 255; names and ids must be unique
+    (LabelSpaceError naming the file and the classes otherwise)."""
     path = Path(path)
     try:
         rows = json.loads(path.read_text())
@@ -126,5 +140,11 @@ def load_classes_json(path: str | Path) -> LabelSpace:
         raise LabelSpaceError(f"{path}: train ids must be 0..N-1 (N < 255)")
     if len({c.name for c in classes}) != len(classes):
         raise LabelSpaceError(f"{path}: class names must be unique")
+    by_id: dict[int, str] = {}
+    for c in classes:
+        if c.id in by_id:
+            raise LabelSpaceError(f"{path}: classes {by_id[c.id]!r} and {c.name!r} share id {c.id}; every class "
+                                  "needs its own id (the id is the value its pixels hold in the masks)")
+        by_id[c.id] = c.name
     classes.sort(key=lambda c: c.train_id)
     return LabelSpace(path.stem, tuple(classes))

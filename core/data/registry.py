@@ -39,8 +39,9 @@ def build_dataset(spec: str, role: str, split: str = "train", cache_dir=None, sk
 
     ``split`` selects Cityscapes/folder/synthcity splits; GTA5 and SYNTHIA have none (all images).
     ``cache_dir``: the resized-file cache of the real datasets, and where synthcity is generated.
-    ``skip_bad``: drop bad files instead of raising (see core.data.folder). ``validate=True`` scans
-    every file first (``dataset.validate``). Other keywords go to the dataset class (e.g. ``size``,
+    ``skip_bad``: drop bad files instead of raising (see core.data.folder). Every label and depth map
+    is checked to have its image's size from the file headers (``dataset.check_sizes``; a DatasetError
+    names the first mismatch). ``validate=True`` also scans every file's structure (``dataset.validate``). Other keywords go to the dataset class (e.g. ``size``,
     ``label_size``, ``label_space``; for synthcity ``seed`` and ``size`` go to ``ensure_synthcity``).
     """
     kind, path = parse_dataset_spec(spec)
@@ -78,6 +79,7 @@ def build_dataset(spec: str, role: str, split: str = "train", cache_dir=None, sk
     else:
         from core.data.folder import ImageFolder
         ds = ImageFolder(path, split=split, **common, **kw)
+    ds.check_sizes(progress=progress)
     if validate:
         ds.validate(progress=progress, skip_bad=skip_bad)
     return ds

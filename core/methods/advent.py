@@ -30,6 +30,7 @@ def _bce(d: torch.Tensor, label: float) -> torch.Tensor:
 
 class AdvEnt(DiscriminatorMixin, Method):
     name = "advent"
+    summary = "adversarial alignment of entropy maps (Vu et al., CVPR 2019)"
     exclusive = frozenset({"generator_adversary"})
 
     def __init__(self, lambda_adv: float = 1e-3, lr_d: float = 1e-4, betas=(0.9, 0.99), ndf: int = 64):

@@ -47,6 +47,7 @@ ROLES = {
 
 class Method:
     name = "base"
+    summary = ""          # one line for --help: what it does, and the paper
     exclusive: frozenset = frozenset()   # roles from ROLES this method takes
     conflicts: tuple = ()                # names of methods it cannot be combined with
     needs_pseudo_labels = False          # the loop builds batch_t["pseudo"] when any method sets this

@@ -51,6 +51,7 @@ def trust_masks(prob: torch.Tensor, class_thresholds) -> torch.Tensor:
 
 class CRA(DiscriminatorMixin, Method):
     name = "cra"
+    summary = "cross-region adaptation: trusted/untrusted target regions (Wang et al., CVIU 2023)"
     exclusive = frozenset({"generator_adversary"})
     needs_pseudo_labels = True
     order = 80   # split the pseudo-labels after other refiners (IA), before mixing (DACS) uses them

@@ -88,6 +88,7 @@ def strong_augment(img: torch.Tensor, jitter: float = 0.2, jitter_p: float = 0.8
 
 class DACS(Method):
     name = "dacs"
+    summary = "ClassMix of source into target with an EMA teacher's pseudo-labels (Tranheden et al., WACV 2021)"
     exclusive = frozenset({"mix"})
     needs_pseudo_labels = True
     uses_target_output = False   # the teacher labels the target; the student trains on the mixed image

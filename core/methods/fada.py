@@ -28,6 +28,7 @@ from core.methods.base import Method
 
 class FADA(DiscriminatorMixin, Method):
     name = "fada"
+    summary = "fine-grained class-level adversarial alignment (Wang et al., ECCV 2020)"
     exclusive = frozenset({"generator_adversary"})
 
     def __init__(self, lambda_adv: float = 1e-3, T: float = 1.8, clip: float = 0.9, lr_d: float = 1e-4,

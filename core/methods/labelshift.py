@@ -55,6 +55,7 @@ def estimate_priors(model, source, target, window, device, max_images=None):
 
 class InferenceAdjustment(Method):
     name = "ia"
+    summary = "label-shift inference adjustment: logits + log(target prior / source prior) at test time (Liu et al., CVPR 2022)"
     exclusive = frozenset({"label_shift"})
     post_hoc = True
     order = 10   # adjust the pseudo-labels before other refiners (CRA) use them
@@ -111,6 +112,7 @@ class _LogitAdjustedCE(Method):
 
 class ClassifierRectification(Method):
     name = "cr"
+    summary = "label-shift classifier rectification: post-hoc retraining of the classifier with logit-adjusted CE (Liu et al., CVPR 2022)"
     exclusive = frozenset({"label_shift"})
     post_hoc = True
 

@@ -18,6 +18,7 @@ def entropy_loss(logits):
 
 class MinEnt(Method):
     name = "minent"
+    summary = "target entropy minimisation (the MinEnt of AdvEnt, CVPR 2019)"
 
     def __init__(self, lambda_ent: float = 1e-3):
         self.lambda_ent = lambda_ent

@@ -43,6 +43,7 @@ def negative_learning_loss(logits: torch.Tensor, tau: float = 0.05) -> torch.Ten
 
 class RIPULosses(Method):
     name = "ripu"
+    summary = "RIPU's own losses: source boundary consistency + target negative learning (Xie et al., CVPR 2022)"
 
     def __init__(self, w_cr: float = 0.1, w_nl: float = 1.0, tau: float = 0.05):
         self.w_cr, self.w_nl, self.tau = w_cr, w_nl, tau

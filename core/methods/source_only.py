@@ -5,4 +5,5 @@ from core.methods.base import Method
 
 class SourceOnly(Method):
     name = "source_only"
+    summary = "no adaptation: source CE (+ CE on active target labels)"
     uses_target_output = False
