@@ -1,5 +1,5 @@
 """Wiring of the browser annotator into a run: the provider that serves the session's images and
-cached predictions, the wait for "finish round", and the standalone ``annotate`` command."""
+cached predictions, and the wait for "finish round" (the ``annotate`` command is in app/commands.py)."""
 from __future__ import annotations
 
 import json
@@ -90,19 +90,3 @@ def serve(session, rnd: int, round_id: int, host: str = "127.0.0.1", port: int =
 def wait_for_round(session, rnd: int, round_id: int) -> None:
     cfg = session.cfg
     serve(session, rnd, round_id, host=cfg.host, port=cfg.port, auth=cfg.auth, users_file=cfg.users_file)
-
-
-def annotate_only(workdir: str, cache_dir: str | None, host="127.0.0.1", port=7860, auth=None, users_file=None):
-    """``python launch.py annotate``: serve the newest round of the run in ``workdir`` until
-    "Finish round"; then a ``--resume`` of the run goes on to retrain."""
-    from app.session import reopen
-
-    s = reopen(workdir, cache_dir)
-    row = s.db.execute("SELECT id, idx FROM rounds WHERE run = ? ORDER BY idx DESC LIMIT 1", [s.run_id]).fetchone()
-    if row is None or not s.done(f"round{row[1]}.score"):
-        from app.config import ConfigError
-
-        raise ConfigError(f"{workdir} has no round with selected queries yet (run launch.py --budget ... first)")
-    serve(s, row[1], row[0], host=host, port=port, auth=auth, users_file=users_file)
-    s.mark(f"round{row[1]}.annotate")
-    print(f"round {row[1]} finished; continue the loop with: python launch.py --resume --workdir {workdir}")

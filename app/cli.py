@@ -241,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["export"]:
             a = build_export_parser().parse_args(argv[1:])
-            from app.export import export_run
+            from app.commands import export_run
 
             export_run(a.workdir, a.out, dense=a.dense, threshold=a.threshold, cache_dir=a.cache_dir)
             return 0
         if argv[:1] == ["annotate"]:
             a = build_annotate_parser().parse_args(argv[1:])
-            from app.annotate import annotate_only
+            from app.commands import annotate_only
 
             annotate_only(a.workdir, a.cache_dir, host=a.host, port=a.port, auth=a.auth, users_file=a.users_file)
             return 0

@@ -19,15 +19,16 @@ from tqdm import tqdm
 
 import storage
 from app.config import ConfigError, RunConfig
+from app.annotate import wait_for_round
 from app.oracle import answer_round
 from core.acquisition import (ClassEntropyStats, acquire, check_budget, cra_entropy, parse_budget, queries_per_round,
                               scale_budget)
 from core.data.labels import SYNTHIA16
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
-from core.methods import build_methods, compose_adjust, run_stages
+from core.methods import build_methods, compose_adjust
 from core.models import Segmentor
-from core.train import TrainConfig, fit, load_checkpoint, resolve_device, save_checkpoint
+from core.train import TrainConfig, fit, load_checkpoint, resolve_device, run_stages, save_checkpoint
 
 
 def load_data(cfg: RunConfig):
@@ -257,12 +258,7 @@ class ActiveSession:
 
     def labeled_pct(self) -> float:
         """Budget spent: pixels inside answered queries, as % of all target-train pixels."""
-        area = self.db.execute(
-            "SELECT coalesce(sum(CASE WHEN kind = 'region' THEN (y1 - y0) * (x1 - x0) ELSE 1 END), 0) "
-            "FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.status = 'done'",
-            [self.run_id]).fetchone()[0]
-        total = self.db.execute("SELECT sum(height * width) FROM images WHERE domain = 'target'").fetchone()[0]
-        return 100.0 * area / max(total or 1, 1)
+        return 100.0 * storage.labeled_pixels(self.db, self.run_id) / max(storage.target_pixels(self.db), 1)
 
     # -- one round ---------------------------------------------------------------------------
     def score_and_select(self, rnd: int, round_id: int) -> None:
@@ -286,7 +282,7 @@ class ActiveSession:
             prob = logits.softmax(0).cpu().numpy().astype(np.float32)
             labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
             if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
-                labeled |= self.queried_mask(s["name"], H, W)
+                labeled |= storage.answered_mask(self.db, s["name"], H, W)
             rng = np.random.default_rng([train_seed(self.cfg), rnd, i])
             res = acquire(prob, labeled, n, self.cfg.strategy, mode, radius, rng=rng)
             picks = []
@@ -305,16 +301,6 @@ class ActiveSession:
         self.model.train()
         self.mark(step)
 
-    def queried_mask(self, name: str, H: int, W: int) -> np.ndarray:
-        m = np.zeros((H, W), bool)
-        for q in self.db.query("SELECT q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x FROM queries q JOIN images i "
-                               "ON i.id = q.image WHERE i.name = ? AND q.status = 'done'", [name]):
-            if q["kind"] == "region":
-                m[q["y0"]:q["y1"], q["x0"]:q["x1"]] = True
-            else:
-                m[q["y"], q["x"]] = True
-        return m
-
     def annotate(self, rnd: int, round_id: int) -> None:
         step = f"round{rnd}.annotate"
         if self.done(step):
@@ -323,8 +309,6 @@ class ActiveSession:
             index = {n: i for i, n in enumerate(self.target.names)}
             answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"])
         else:
-            from app.annotate import wait_for_round
-
             wait_for_round(self, rnd, round_id)
         self.mark(step)
 

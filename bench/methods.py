@@ -45,9 +45,9 @@ from app.session import region_radius  # noqa: E402
 
 from core.acquisition import acquire, queries_per_round  # noqa: E402
 from core.evaluate import evaluate, predict_logits  # noqa: E402
-from core.methods import build_methods, compose_adjust, run_stages  # noqa: E402
+from core.methods import build_methods, compose_adjust  # noqa: E402
 from core.models import Segmentor  # noqa: E402
-from core.train import TrainConfig, fit, load_checkpoint, resolve_device  # noqa: E402
+from core.train import TrainConfig, fit, load_checkpoint, resolve_device, run_stages  # noqa: E402
 
 DEFAULT_METHODS = "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"
 

@@ -8,10 +8,11 @@ averaged, rank 0 writes checkpoints and shows the progress bar.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,6 @@ class TrainConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     amp: bool = True                 # autocast on CUDA only (bf16 on CPU is far slower here)
     checkpoint_every: int = 200
-    freeze_bn: bool = True           # the papers freeze BatchNorm (batch 2 per domain)
     grad_clip: float | None = None   # clip the gradient norm (None: off, as in the papers)
 
 
@@ -112,20 +112,6 @@ def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float,
         g["lr"] = g["base_lr"] * f
 
 
-def freeze_batchnorm(model: nn.Module) -> None:
-    """The model's own rule when it has one (Segmentor: backbone BN frozen, head BN trains), else every
-    BatchNorm layer (eval mode, no gradient)."""
-    if hasattr(model, "freeze_bn"):
-        if getattr(model, "bn_scope", None) is None:   # keep a stricter scope a stage has set
-            model.freeze_bn()
-        return
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic: write next to the target, then rename (a crash leaves the previous file intact)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +133,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     ``target_labels(i, sample) -> uint8 (H,W)`` gives its active labels (255 = unlabeled), which are
     supervised with CE; without it the target is unlabeled (its dataset labels are never used).
     ``methods``: core.methods.Method objects whose hooks add losses (core/methods/base.py).
-    Post-hoc stages are not run here: call ``core.methods.run_stages`` after fit. ``stop_at``: pause after
+    Post-hoc stages are not run here: call ``run_stages`` after fit. ``stop_at``: pause after
     that many iterations (checkpointed; a later call with the same ``checkpoint`` continues the schedule).
     Returns {"iterations", "seconds", "losses": last smoothed loss terms}.
     """
@@ -156,8 +142,6 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     seed_everything(cfg.seed + 1000 * rank)    # method setup (discriminator init) and the first draws
     model.to(device)
     model.train()
-    if cfg.freeze_bn:
-        freeze_batchnorm(model)
     ctx = Context(model=model, cfg=cfg, device=device, source=source, target=target)
     for m in methods:
         m.setup(ctx)
@@ -277,3 +261,30 @@ def _no_labels(i: int, sample: dict) -> np.ndarray:
 
 def _plain(cfg: TrainConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+
+
+def run_stages(methods, model: nn.Module, source, target, cfg: TrainConfig, target_labels=None,
+               progress: bool = False, iterations: int | None = None, checkpoint=None) -> dict[str, dict]:
+    """Run the post-hoc stages of ``methods`` (``post_hoc``; e.g. CR, the CRA stage, IA's priors) in
+    order after fit; ``{method name: results}``. Each method's ``plan_stage`` measures what it needs
+    and returns a StagePlan; its training runs here with ``fit`` (``iterations``: overrides the
+    plan's, which overrides ``cfg.iterations``), with the model frozen as the plan says
+    (``Segmentor.freezing``) and its own scope restored after."""
+    device = resolve_device(cfg.device)
+    model.to(device)
+    out = {}
+    for m in methods:
+        if not m.post_hoc:
+            continue
+        plan = m.plan_stage(model, source, target, cfg, device)
+        if isinstance(plan, dict):
+            out[m.name] = plan
+            continue
+        n = iterations or plan.iterations or cfg.iterations
+        frozen = model.freezing(plan.freeze) if plan.freeze else contextlib.nullcontext()
+        with frozen:
+            res = fit(model, replace(cfg, iterations=n), source, target if plan.use_target else None,
+                      target_labels if plan.use_target else None, methods=plan.methods, checkpoint=checkpoint,
+                      progress=progress, desc=plan.desc)
+        out[m.name] = {**plan.result, **res}
+    return out

@@ -8,7 +8,7 @@ import torch
 
 from core.acquisition.confidence import cra_entropy
 from core.evaluate import predict_logits
-from core.methods import REGISTRY, build_methods, compose_adjust, run_stages
+from core.methods import REGISTRY, build_methods, compose_adjust
 from core.methods.advent import AdvEnt
 from core.methods.cra import CRA
 from core.methods.dacs import DACS, class_masks, class_mix, strong_augment
@@ -17,7 +17,7 @@ from core.methods.labelshift import ClassifierRectification, InferenceAdjustment
 from core.methods.services import (EMATeacher, class_stats, ema_teacher, estimate_target_prior, make_pseudo_labels,
                                    pseudo_from_logits)
 from core.models import Segmentor
-from core.train import Context, TrainConfig, fit, freeze_batchnorm, load_checkpoint
+from core.train import Context, TrainConfig, fit, load_checkpoint, run_stages
 from tests.toy import ToyDataset
 
 SIZE = (32, 64)
@@ -43,7 +43,6 @@ def data():
 
 def make_ctx(model, src=None, tgt=None, iterations=10):
     model.train()
-    freeze_batchnorm(model)
     return Context(model=model, cfg=TrainConfig(iterations=iterations, crop_size=SIZE), device=torch.device("cpu"),
                    source=src, target=tgt)
 
@@ -335,14 +334,14 @@ def test_cr_stage_retrains_only_the_head_with_logit_adjusted_ce():
     model = tiny()
     cfg = TrainConfig(iterations=2, crop_size=SIZE, lr=1e-2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = ClassifierRectification(iterations=2).stage(model, src, tgt, cfg)
+    res = run_stages([ClassifierRectification(iterations=2)], model, src, tgt, cfg)["cr"]
     after = model.state_dict()
     # only the classifier changes: backbone and decoder (incl. its BN statistics) stay as they were
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head.classifier."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head.classifier."))
     bn = {id(p) for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     assert all(p.requires_grad != (id(p) in bn) for p in model.parameters())   # flags restored
-    assert model.bn_scope == "backbone" and all(m.training for m in model.head.modules())
+    assert model.frozen == "backbone" and all(m.training for m in model.head.modules())
     assert abs(res["pi_s"].sum() - 1) < 1e-9 and abs(res["pi_t"].sum() - 1) < 1e-9
 
 

@@ -13,7 +13,7 @@ can be taken once per whole spec, stages included. Everything else composes (rip
 from __future__ import annotations
 
 from core.methods.advent import AdvEnt
-from core.methods.base import ROLES, Method, StageOnly  # noqa: F401
+from core.methods.base import ROLES, Method, StageOnly, StagePlan  # noqa: F401
 from core.methods.cra import CRA
 from core.methods.dacs import DACS
 from core.methods.fada import FADA
@@ -107,14 +107,3 @@ def compose_adjust(methods):
             logits = f(logits)
         return logits
     return adjust
-
-
-def run_stages(methods, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False,
-               **kwargs) -> dict[str, dict]:
-    """Run the post-hoc stages (methods with ``post_hoc``) in order after fit; {name: result}."""
-    out = {}
-    for m in methods:
-        if m.post_hoc:
-            out[m.name] = m.stage(ctx_or_model, source, target, cfg=cfg, target_labels=target_labels,
-                                  progress=progress, **kwargs)
-    return out

@@ -19,9 +19,11 @@ loop calls, in order::
     m.after_step(ctx)                                      # e.g. EMA teacher update
 
 ``adjust_logits`` (label-shift IA) is applied wherever predictions are made from logits (pass
-``core.methods.compose_adjust(methods)`` to ``core.evaluate.evaluate(adjust=...)``); ``stage`` is a
-post-hoc step (CR, CRA stage, prior estimation for IA) run after fit by ``core.methods.run_stages``
-for methods with ``post_hoc = True`` (or given after '>' in a spec). Losses are returned as a dict
+``core.methods.compose_adjust(methods)`` to ``core.evaluate.evaluate(adjust=...)``); ``plan_stage``
+is a post-hoc step (CR, CRA stage, prior estimation for IA) for methods with ``post_hoc = True`` (or
+given after '>' in a spec): it measures what it needs and returns a ``StagePlan`` (what to train,
+what is frozen), which ``core.train.run_stages`` runs after fit with the one training loop.
+Losses are returned as a dict
 name -> scalar tensor so the loop can log each term. ``ctx`` is a core.train.Context.
 
 Shared services (one EMA teacher, class statistics) live in ``ctx.services`` and are created on
@@ -33,6 +35,8 @@ names specific other methods it cannot run with. Everything else composes (RIPU'
 IA, CR compose with every method).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -53,7 +57,7 @@ class Method:
     needs_pseudo_labels = False          # the loop builds batch_t["pseudo"] when any method sets this
     uses_target_output = True            # False: target_loss/adversary_step never read the student's target
                                          # output, so without active labels the loop may skip that forward
-    post_hoc = False                     # run_stages() calls stage() after fit
+    post_hoc = False                     # core.train.run_stages() runs plan_stage() after fit
     order = 50                           # build_methods sorts a composition by it (stable): hooks run in
                                          # that order, e.g. IA (10) adjusts pseudo-labels before CRA (80) splits them
 
@@ -89,10 +93,10 @@ class Method:
     def adjust_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
 
-    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress: bool = False,
-              **kwargs) -> dict:
-        """Post-hoc step after fit (``ctx_or_model``: a core.train.Context or the model; ``cfg`` then
-        defaults to ``ctx.cfg``). Trains/updates the model in place; returns a dict of results."""
+    def plan_stage(self, model, source, target, cfg, device) -> "StagePlan | dict":
+        """Post-hoc step after fit (``post_hoc`` methods; run by ``core.train.run_stages``). Measure
+        what the stage needs with ``model`` (priors, thresholds) and return a StagePlan of what to train,
+        or a dict of results when nothing is trained."""
         return {}
 
     def state_dict(self) -> dict:
@@ -115,16 +119,19 @@ class StageOnly(Method):
     def adjust_logits(self, logits):
         return self.inner.adjust_logits(logits)
 
-    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False, **kwargs):
-        return self.inner.stage(ctx_or_model, source, target, cfg=cfg, target_labels=target_labels,
-                                progress=progress, **kwargs)
+    def plan_stage(self, model, source, target, cfg, device):
+        return self.inner.plan_stage(model, source, target, cfg, device)
 
 
-def unpack_stage_args(ctx_or_model, cfg):
-    """(model, cfg, device) from a Context or a bare model (+ cfg, default TrainConfig())."""
-    from core.train import TrainConfig, resolve_device
-
-    if hasattr(ctx_or_model, "model") and hasattr(ctx_or_model, "cfg"):
-        return ctx_or_model.model, cfg or ctx_or_model.cfg, ctx_or_model.device
-    cfg = cfg or TrainConfig()
-    return ctx_or_model, cfg, resolve_device(cfg.device)
+@dataclass
+class StagePlan:
+    """What a post-hoc stage trains; ``core.train.run_stages`` runs it: ``fit`` with ``methods`` for
+    ``iterations`` (None: the stage's default), on the source and, with ``use_target``, the target and
+    its active labels, with the model frozen to ``freeze`` (a Segmentor.freeze scope; None: as it is).
+    ``result``: what was measured to plan it (priors, thresholds), returned with fit's results."""
+    methods: list
+    iterations: int | None = None
+    use_target: bool = True
+    freeze: str | None = None
+    desc: str = "stage"
+    result: dict = field(default_factory=dict)

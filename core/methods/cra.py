@@ -28,17 +28,16 @@ Two uses:
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.evaluate import predict_logits
 from core.acquisition.confidence import (CRA_ENT_THRESH, CRA_RARE_FACTOR, CRA_RARE_PCT, ClassEntropyStats,
                                          cra_trust_mask)
 from core.methods.adversarial import (DiscriminatorMixin, PixelDiscriminator, domain_targets, feat_channels,
                                       soft_ce, soft_labels, up)
-from core.methods.base import Method, unpack_stage_args
+from core.methods.base import Method, StagePlan
 from core.methods.services import IGNORE, ema_teacher, eval_mode
 
 
@@ -142,8 +141,6 @@ class CRA(DiscriminatorMixin, Method):
     @torch.no_grad()
     def pool_thresholds(self, model, target, window, device, max_images=None) -> np.ndarray:
         """One sweep of ``model`` over the target pool -> per-class thresholds (rare classes doubled)."""
-        from core.evaluate import predict_logits
-
         stats = ClassEntropyStats(model.num_classes, self.ent_thresh, self.rare_pct, self.rare_factor)
         n = len(target) if max_images is None else min(len(target), max_images)
         with eval_mode(model):
@@ -152,15 +149,9 @@ class CRA(DiscriminatorMixin, Method):
                 stats.update(logits.float().softmax(0).cpu().numpy())
         return stats.class_thresholds()
 
-    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False,
-              iterations: int | None = None, checkpoint=None, **kwargs):
-        from core.train import fit
-
-        model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
-        model.to(device)
+    def plan_stage(self, model, source, target, cfg, device):
+        """Thresholds from one sweep over the target pool, then CRA with a frozen labeller."""
         thr = self.pool_thresholds(model, target, cfg.infer_window, device, self.stage_max_images)
         inner = CRA(**self._kwargs(), class_thresholds=thr, frozen_labeller=True)
-        n = iterations or self.stage_iterations or cfg.iterations
-        res = fit(model, dataclasses.replace(cfg, iterations=n), source, target, target_labels, methods=[inner],
-                  checkpoint=checkpoint, progress=progress, desc="cra stage")
-        return {"cra_thresholds": thr, "cra_rare": thr > self.ent_thresh, **res}
+        return StagePlan(methods=[inner], iterations=self.stage_iterations, desc="cra stage",
+                         result={"cra_thresholds": thr, "cra_rare": thr > self.ent_thresh})

@@ -14,7 +14,7 @@ logits at that size.
   plain logits. Test-time predictions use plain logits (argmax is unchanged by T).
 
 Not here: the paper's self-distillation stage (train a fresh model on the adapted model's hard
-pseudo-labels) and its BN freezing, which is the loop's default (``TrainConfig.freeze_bn``).
+pseudo-labels) and its BN freezing, which is the segmentor's default (``Segmentor.freeze``).
 The feature tap is the segmentor's ``feat``: with the DeepLabV2 head the last backbone stage (320-d for
 efficientnet_lite0, 2048-d for ResNet-101 as in the paper); with the default DeepLabV3+ head the
 decoder feature the classifier reads (128-d at stride 4).

@@ -22,12 +22,10 @@ reference hard-codes GTA/Cityscapes counts, here they are recomputed per dataset
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
-from core.methods.base import Method, unpack_stage_args
+from core.methods.base import Method, StagePlan
 from core.methods.services import class_stats, dataset_class_stats, estimate_target_prior
 
 
@@ -85,9 +83,8 @@ class InferenceAdjustment(Method):
     def adjust_logits(self, logits):
         return logits if self.bias is None else add_class_bias(logits, self.bias)
 
-    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False, **kwargs):
-        model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
-        pi_s, pi_t, stats = estimate_priors(model.to(device), source, target, cfg.infer_window, device, self.max_images)
+    def plan_stage(self, model, source, target, cfg, device):
+        pi_s, pi_t, stats = estimate_priors(model, source, target, cfg.infer_window, device, self.max_images)
         self.set_priors(pi_s, pi_t)
         return {"pi_s": pi_s, "pi_t": pi_t, "target_image_counts": stats.target_image_counts}
 
@@ -120,35 +117,11 @@ class ClassifierRectification(Method):
         self.iterations, self.max_images = iterations, max_images
         self.pi_s, self.pi_t = pi_s, pi_t
 
-    def stage(self, ctx_or_model, source, target, cfg=None, target_labels=None, progress=False,
-              iterations: int | None = None, checkpoint=None, **kwargs):
-        from core.train import fit
-
-        model, cfg, device = unpack_stage_args(ctx_or_model, cfg)
-        model.to(device)
+    def plan_stage(self, model, source, target, cfg, device):
+        """Retrain only the classifier (every other parameter and every BatchNorm frozen, so the
+        decoder's statistics stay as adapted) on the source with logit-adjusted CE."""
         pi_s, pi_t = self.pi_s, self.pi_t
         if pi_s is None or pi_t is None:
             pi_s, pi_t, _ = estimate_priors(model, source, target, cfg.infer_window, device, self.max_images)
-        head = getattr(model, "head", None)
-        if head is None or getattr(model, "backbone", None) is None:
-            raise ValueError("cr: the model has no .backbone/.head to tell the classifier from the encoder")
-        classifier = getattr(head, "classifier", head)
-        keep = set(map(id, classifier.parameters()))
-        frozen = [p for p in model.parameters() if id(p) not in keep]
-        flags = [p.requires_grad for p in frozen]
-        scope = getattr(model, "bn_scope", None)
-        if scope is not None:
-            model.freeze_bn("all")      # the decoder's BN statistics stay as adapted
-        for p in frozen:
-            p.requires_grad_(False)
-        n = iterations or self.iterations or cfg.iterations
-        try:
-            res = fit(model, dataclasses.replace(cfg, iterations=n, freeze_bn=True), source, None,
-                      methods=[_LogitAdjustedCE(-prior_bias(pi_t, pi_s))], checkpoint=checkpoint,
-                      progress=progress, desc="cr stage")
-        finally:
-            if scope is not None:
-                model.freeze_bn(scope)
-            for p, f in zip(frozen, flags):
-                p.requires_grad_(f)
-        return {"pi_s": pi_s, "pi_t": pi_t, **res}
+        return StagePlan(methods=[_LogitAdjustedCE(-prior_bias(pi_t, pi_s))], iterations=self.iterations,
+                         use_target=False, freeze="classifier", desc="cr stage", result={"pi_s": pi_s, "pi_t": pi_t})

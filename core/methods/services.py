@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.evaluate import predict_logits
+
 IGNORE = 255
 
 
@@ -166,8 +168,6 @@ def estimate_target_prior(model, dataset, pixel_freq: np.ndarray, window, device
     """Label-shift M3 step 2: per target image and class, ``s_c = log(mean_pixels exp(p_c))`` of the
     model's softmax on the stored image (sliding ``window`` above that size); the image contains c if ``s_c > f_s[c]`` (source pixel
     frequency). Returns the (C,) image counts; ``_prior`` normalises them."""
-    from core.evaluate import predict_logits
-
     f_s = torch.as_tensor(np.asarray(pixel_freq), dtype=torch.float32)
     counts = torch.zeros(len(f_s), dtype=torch.int64)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)

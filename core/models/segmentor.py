@@ -16,10 +16,13 @@
 
 BatchNorm of the backbone is frozen (batch 2 per domain, as in the papers): its layers stay in eval
 mode and their affine parameters have ``requires_grad=False``, whatever ``train()`` is called with.
-The heads' own BatchNorm layers train, unless ``freeze_bn("all")`` (e.g. a stage that retrains only
-the classifier). ``freeze_bn=False`` at construction trains every BatchNorm.
+What trains is the segmentor's own rule (``Segmentor.freeze``, one of ``FREEZE_SCOPES``): by default
+the backbone's BatchNorm is frozen (the papers: batch 2 per domain) and the head's BatchNorm trains;
+``train()`` keeps frozen BatchNorm in eval mode, so evaluation and post-hoc stages never un-freeze it.
 """
 from __future__ import annotations
+
+import contextlib
 
 from dataclasses import dataclass, field
 
@@ -118,6 +121,16 @@ def known_backbones() -> list[str]:
     return timm.list_models()
 
 
+# what does not train, by scope (Segmentor.freeze)
+FREEZE_SCOPES = {
+    "none": "nothing is frozen",
+    "backbone": "the backbone's BatchNorm (eval mode, no gradient); the default, as the papers",
+    "all": "every BatchNorm, the head's too (its statistics stay as adapted)",
+    "classifier": "everything but the head's classifier (deeplabv3plus: the 1x1 conv; deeplabv2: the whole "
+                  "head); every BatchNorm in eval mode; the CR stage",
+}
+
+
 class Segmentor(nn.Module):
     """timm backbone + head by name (see the module docstring for shapes and strides).
 
@@ -128,7 +141,7 @@ class Segmentor(nn.Module):
     """
 
     def __init__(self, num_classes: int, backbone: str = "efficientnet_lite0", output_stride: int = 16,
-                 head: str = "deeplabv3plus", weights: str | None = "imagenet", freeze_bn: bool = True):
+                 head: str = "deeplabv3plus", weights: str | None = "imagenet", freeze: str = "backbone"):
         super().__init__()
         import timm
 
@@ -156,35 +169,42 @@ class Segmentor(nn.Module):
         self.feat_channels = self.head.feat_channels
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.bn_scope: str | None = None
-        if freeze_bn:
-            self.freeze_bn()
+        self.frozen = "none"
+        self.freeze(freeze)
 
-    def _bn_layers(self, scope: str | None):
-        roots = {None: [], "backbone": [self.backbone], "all": [self.backbone, self.head]}[scope]
+    def _bn_layers(self, scope: str):
+        roots = {"none": [], "backbone": [self.backbone]}.get(scope, [self.backbone, self.head])
         return [m for r in roots for m in r.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    def freeze_bn(self, scope: str = "backbone") -> None:
-        """Freeze BatchNorm (eval mode, no gradient on its affine parameters) in ``scope``: "backbone"
-        (the default rule) or "all" (head too). Going back from "all" to "backbone" re-enables the head's
-        BatchNorm (train/eval mode follows ``self.training``, its parameters get gradients again).
-        Raises ValueError for another scope."""
-        if scope not in ("backbone", "all"):
-            raise ValueError(f"freeze_bn scope must be 'backbone' or 'all', got {scope!r}")
-        keep = set(map(id, self._bn_layers(scope)))
-        for m in self._bn_layers(self.bn_scope):
-            if id(m) not in keep:
-                for p in m.parameters():
-                    p.requires_grad_(True)
-        for m in self._bn_layers(scope):
-            for p in m.parameters():
-                p.requires_grad_(False)
-        self.bn_scope = scope
+    def freeze(self, scope: str = "backbone") -> None:
+        """Set what does not train (``FREEZE_SCOPES``): frozen parameters get no gradient, frozen
+        BatchNorm stays in eval mode through ``train()``; everything else trains. Replaces the previous
+        scope. Raises ValueError for an unknown scope."""
+        if scope not in FREEZE_SCOPES:
+            raise ValueError(f"freeze scope must be one of {', '.join(FREEZE_SCOPES)}, got {scope!r}")
+        frozen = {id(p) for m in self._bn_layers(scope) for p in m.parameters()}
+        if scope == "classifier":
+            classifier = getattr(self.head, "classifier", self.head)   # deeplabv2: the head is the classifier
+            keep = {id(p) for p in classifier.parameters()}
+            frozen = {id(p) for p in self.parameters() if id(p) not in keep}
+        for p in self.parameters():
+            p.requires_grad_(id(p) not in frozen)
+        self.frozen = scope
         self.train(self.training)
+
+    @contextlib.contextmanager
+    def freezing(self, scope: str):
+        """``freeze(scope)`` inside the block (e.g. a post-hoc stage), the previous scope after it."""
+        before = self.frozen
+        self.freeze(scope)
+        try:
+            yield self
+        finally:
+            self.freeze(before)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for m in self._bn_layers(self.bn_scope):
+        for m in self._bn_layers(self.frozen):
             m.eval()
         return self
 

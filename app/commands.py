@@ -1,17 +1,30 @@
-"""``python launch.py export --workdir W --out DIR [--dense]``: the run's labels as Cityscapes masks."""
+"""The subcommands that reopen an existing run: ``python launch.py annotate`` and ``python launch.py
+export``. They depend on app.session (``reopen``) and app.annotate (``serve``); neither imports this."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import storage
+from app.annotate import serve
 from app.config import ConfigError
+from app.session import reopen
+from core.evaluate import predict_logits
+from core.train import load_checkpoint
+
+
+def annotate_only(workdir: str, cache_dir: str | None, host="127.0.0.1", port=7860, auth=None, users_file=None):
+    """``python launch.py annotate``: serve the newest round of the run in ``workdir`` until
+    "Finish round"; then a ``--resume`` of the run goes on to retrain."""
+    s = reopen(workdir, cache_dir)
+    row = s.db.execute("SELECT id, idx FROM rounds WHERE run = ? ORDER BY idx DESC LIMIT 1", [s.run_id]).fetchone()
+    if row is None or not s.done(f"round{row[1]}.score"):
+        raise ConfigError(f"{workdir} has no round with selected queries yet (run launch.py --budget ... first)")
+    serve(s, row[1], row[0], host=host, port=port, auth=auth, users_file=users_file)
+    s.mark(f"round{row[1]}.annotate")
+    print(f"round {row[1]} finished; continue the loop with: python launch.py --resume --workdir {workdir}")
 
 
 def export_run(workdir: str, out: str, dense: bool = False, threshold: float = 0.9, cache_dir: str | None = None) -> dict:
-    from app.session import reopen
-    from core.evaluate import predict_logits
-    from core.train import load_checkpoint
-
     if not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold must be in [0, 1] (got {threshold})")
     s = reopen(workdir, cache_dir)
