@@ -186,9 +186,12 @@ class ActiveSession:
         self.source, self.target, self.val = load_data(self.cfg)
         self.names = self.val.label_space.names
         self.model = build_model(self.cfg, self.val.label_space.num_classes)
-        sizes = {}
-        for i, name in enumerate(self.target.names):
-            sizes[name] = self.target[i]["label"].shape
+        if self.run_id is not None and self.done("data"):
+            sizes = storage.image_sizes(self.db)
+        else:   # label pixels: what budgets count (decodes every target label once, checking it)
+            sizes = {name: self.target[i]["label"].shape
+                     for i, name in enumerate(tqdm(self.target.names, desc="read target labels", leave=False,
+                                                   disable=self.quiet or len(self.target) < 200))}
         self._check_work(sizes)
         if self.run_id is None:
             if self.cfg.init:

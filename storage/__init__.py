@@ -18,12 +18,14 @@ from storage.labels import (
     review, save_label,
 )
 from storage.queries import (
+    image_sizes,
     add_checkpoint, add_images, add_metric, add_queries, add_round, flag, get_image, get_query, image_id,
     last_run, latest_checkpoint, lease_next, mark_step, metrics_table, pending_count, release, renew,
     requeue, round_progress, set_round_status, set_run_config, set_run_status, skip, start_run, step_done,
 )
 
 __all__ = [
+    "image_sizes",
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
     "integrity_ok", "open_store", "schema_version",
     "atomic_write", "export", "safe_stem",

@@ -66,6 +66,12 @@ def get_image(db: Database, image: int | str) -> dict:
     return db["images"].get(image_id(db, image))
 
 
+def image_sizes(db: Database, domain: str = "target") -> dict[str, tuple[int, int]]:
+    """``{name: (height, width)}`` of the ``domain``'s images, in insertion order (label pixels)."""
+    return {r["name"]: (r["height"], r["width"])
+            for r in db["images"].rows_where("domain = ?", [domain], select="name, height, width", order_by="id")}
+
+
 # --------------------------------------------------------------------------------------------
 # runs, steps, checkpoints, rounds
 # --------------------------------------------------------------------------------------------
