@@ -25,7 +25,7 @@ import storage
 from core.data.labels import CITYSCAPES19, IGNORE, SYNTHIA16, LabelSpace
 from annotator.canvas_pixel import pixel_canvas
 from annotator.canvas_region import region_canvas
-from annotator.context import AnnotatorContext, AnnotatorError, review_rows, username
+from annotator.context import AnnotatorContext, AnnotatorError, username
 from annotator.provider import Provider
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -146,8 +146,7 @@ def _round_row(ctx: AnnotatorContext) -> dict | None:
     rnd = ctx.round_id()
     if rnd is None:
         return None
-    rows = list(ctx.db.query("SELECT * FROM rounds WHERE id = ?", [rnd]))
-    return rows[0] if rows else None
+    return storage.get_round(ctx.db, rnd)
 
 
 def _budget_text(r) -> str:
@@ -175,14 +174,10 @@ def header_markdown(ctx: AnnotatorContext, user: str) -> str:
 
 
 def annotator_counts(ctx: AnnotatorContext) -> pd.DataFrame:
-    rnd = ctx.round_id()
-    rsql, args = ("WHERE q.round = ?", [rnd]) if rnd is not None else ("", [])
-    rows = ctx.db.execute(
-        "SELECT l.annotator, count(*), sum(q.kind = 'region'), sum(q.kind = 'pixel'), "
-        "sum(l.review = 'approved'), sum(l.review = 'rejected'), avg(l.ms) FROM labels l "
-        f"JOIN queries q ON q.id = l.query {rsql} GROUP BY l.annotator ORDER BY l.annotator", args).fetchall()
+    rows = storage.annotator_stats(ctx.db, ctx.round_id())
     return pd.DataFrame(
-        [(a, n, r or 0, px or 0, ap or 0, rj or 0, round((ms or 0) / 1000.0, 1)) for a, n, r, px, ap, rj, ms in rows],
+        [(r["annotator"], r["labels"], r["regions"], r["points"], r["approved"], r["rejected"],
+          round(r["avg_ms"] / 1000.0, 1)) for r in rows],
         columns=["annotator", "labels", "regions", "points", "approved", "rejected", "avg s / label"])
 
 
@@ -191,8 +186,7 @@ def round_markdown(ctx: AnnotatorContext) -> str:
     if r is None:
         return "No annotation round yet."
     p = storage.round_progress(ctx.db, r["id"])
-    kinds = dict(ctx.db.execute("SELECT kind, count(*) FROM queries WHERE round = ? GROUP BY kind",
-                                (r["id"],)).fetchall())
+    kinds = storage.query_kinds(ctx.db, r["id"])
     return (f"### Round {r['idx']} — {r['status']}\n"
             f"Strategy {r['strategy'] or '—'} · budget {_budget_text(r)} · "
             f"{kinds.get('region', 0)} region and {kinds.get('pixel', 0)} pixel queries\n\n"
@@ -227,7 +221,7 @@ def metrics_frames(ctx: AnnotatorContext) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
-    rows = review_rows(ctx.db, ctx.round_id(), status)
+    rows = storage.review_rows(ctx.db, ctx.round_id(), status)
     cols = ["label", "query", "kind", "image", "annotator", "review", "ms", "created"]
     return pd.DataFrame([[r[k] for k in cols] for r in rows], columns=cols)
 
@@ -346,9 +340,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
 
         def on_load(request: gr.Request):
             user = username(request)
-            rnd = ctx.round_id()
-            where, args = (" WHERE round = ?", [rnd]) if rnd is not None else ("", [])
-            kinds = dict(ctx.db.execute(f"SELECT kind, count(*) FROM queries{where} GROUP BY kind", args).fetchall())
+            kinds = storage.query_kinds(ctx.db, ctx.round_id())
             # only switch when the round is pixel-only (switching otherwise would race the user's clicks)
             pixel_only = kinds.get("pixel", 0) and not kinds.get("region", 0)
             return header_markdown(ctx, user), (gr.Tabs(selected="pixels") if pixel_only else gr.update())

@@ -17,10 +17,7 @@ import gradio as gr
 import storage
 from core.data.labels import IGNORE
 from annotator.canvas_common import JS_PRELUDE, classes_config, with_config
-from annotator.context import (
-    LEASE_MINUTES, AnnotatorContext, holds, image_pixel_points, lease_image_points, photo_url, pixel_image_counts,
-    username,
-)
+from annotator.context import LEASE_MINUTES, AnnotatorContext, photo_url, username
 
 SKIP_REASONS = ("ambiguous", "too dark / blurry", "bad image", "other")
 MAX_BATCH = 500
@@ -33,13 +30,13 @@ MAX_BATCH = 500
 def build_pixel_task(ctx: AnnotatorContext, image: int, user: str) -> dict | None:
     db = ctx.db
     rnd = ctx.round_id()
-    pts = image_pixel_points(db, user, rnd, image)
+    pts = storage.image_points(db, user, image, rnd)
     if not pts:
         return None
     name = storage.get_image(db, image)["name"]
     view = ctx.view(name)
     H, W = view.shape
-    total, done = pixel_image_counts(db, rnd)
+    total, done = storage.image_completion(db, rnd, "pixel")
     points = []
     for p in pts:
         y, x = int(p["y"]), int(p["x"])
@@ -57,7 +54,7 @@ def _next_image(ctx: AnnotatorContext, user: str) -> dict | None:
         q = storage.lease_next(db, user, round=rnd, kind="pixel", minutes=LEASE_MINUTES)
         if q is None:
             return None
-        lease_image_points(db, user, rnd, q["image"])
+        storage.lease_image(db, user, q["image"], rnd, "pixel", minutes=LEASE_MINUTES)
         task = build_pixel_task(ctx, q["image"], user)
         if task is not None:
             return task
@@ -78,8 +75,7 @@ def save_answers(ctx: AnnotatorContext, user: str, answers: list) -> dict:
         try:
             if cls not in ctx.valid_classes:
                 raise storage.InvalidInput(f"unknown class id {cls}")
-            kind = ctx.db.execute("SELECT kind FROM queries WHERE id = ?", (qid,)).fetchone()
-            if kind is None or kind[0] != "pixel":
+            if storage.get_query(ctx.db, qid)["kind"] != "pixel":   # InvalidInput when unknown
                 raise storage.InvalidInput(f"query {qid} is not a pixel query")
             storage.save_label(ctx.db, qid, user, point_class=cls, ms=int(a.get("ms") or 0))
             acked.append(qid)
@@ -113,7 +109,7 @@ def make_pixel_functions(ctx: AnnotatorContext) -> list:
             reason = str(data.get("reason") or "").strip() or "no reason given"
             fn = storage.flag if data.get("action") == "flag" else storage.skip
             ids = [int(q) for q in data.get("query_ids") or []]
-            foreign = [q for q in ids if not holds(ctx.db, q, user, "pixel")]
+            foreign = [q for q in ids if not storage.holds(ctx.db, q, user, "pixel")]
             if foreign:
                 return {"ok": False, "error": f"points {foreign} are not assigned to you (lease lost?)"}
             for qid in ids:

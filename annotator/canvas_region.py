@@ -23,9 +23,7 @@ import numpy as np
 import storage
 from core.data.labels import IGNORE
 from annotator.canvas_common import JS_PRELUDE, classes_config, with_config
-from annotator.context import (
-    LEASE_MINUTES, AnnotatorContext, b64, data_url, holds, unb64, username,
-)
+from annotator.context import LEASE_MINUTES, AnnotatorContext, b64, data_url, unb64, username
 from annotator.provider import superpixels_for
 from annotator.superpixels import DEFAULT_LEVEL, LEVELS
 
@@ -99,11 +97,10 @@ def build_region_task(ctx: AnnotatorContext, q: dict, user: str) -> dict:
     crop = view.image[cy0:cy1, cx0:cx1]
     pred = np.ascontiguousarray(view.prediction[cy0:cy1, cx0:cx1])
     init = pred.copy()
-    existing = db.execute("SELECT patch, point_class FROM labels WHERE query = ? AND annotator = ? "
-                          "AND review != 'rejected'", (q["id"], user)).fetchone()
+    existing = storage.answer_of(db, q["id"], user)
     if existing is not None:  # re-opened: start from this annotator's saved answer
-        patch = storage.decode_patch(existing[0]) if existing[0] is not None else \
-            np.full((y1 - y0, x1 - x0), existing[1], np.uint8)
+        patch = existing["patch"] if existing["patch"] is not None else \
+            np.full((y1 - y0, x1 - x0), existing["point_class"], np.uint8)
         init[by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0] = patch[: by1 - by0, : bx1 - bx0]
     sp = superpixels_for(ctx.provider, view.name, (cy0, cx0, cy1, cx1))
     heat = None
@@ -176,13 +173,8 @@ class SuperpixelPrefetcher:
 
     def _prefetch(self) -> None:
         ctx = self.ctx
-        rnd = ctx.round_id()
-        rsql, args = (" AND round = ?", [rnd]) if rnd is not None else ("", [])
-        rows = ctx.db.execute(
-            "SELECT q.image, q.y0, q.x0, q.y1, q.x1, i.name FROM queries q JOIN images i ON i.id = q.image "
-            "WHERE kind = 'region' AND (status = 'pending' OR (status = 'leased' AND lease_expiry < ?))" + rsql +
-            " ORDER BY score IS NULL, score DESC, q.id LIMIT ?", [time.time(), *args, self.ahead]).fetchall()
-        for _, y0, x0, y1, x1, name in rows:
+        rows = storage.available_queries(ctx.db, ctx.round_id(), "region", self.ahead)
+        for y0, x0, y1, x1, name in ((r["y0"], r["x0"], r["y1"], r["x1"], r["name"]) for r in rows):
             if self._wake.is_set():
                 return  # newer request: start over from the new top of the queue
             H, W = ctx.view(name).shape
@@ -261,7 +253,7 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
         try:
             qid = int(data["query_id"])
             reason = str(data.get("reason") or "").strip() or "no reason given"
-            if not holds(ctx.db, qid, user, "region"):
+            if not storage.holds(ctx.db, qid, user, "region"):
                 return {"ok": False, "error": f"region #{qid} is not assigned to you (lease lost?)",
                         "task": next_task(user)}
             if data.get("action") == "flag":
@@ -278,7 +270,7 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
         try:
             qid = int(data["query_id"])
             q = storage.get_query(ctx.db, qid)
-            mine = ctx.db.execute("SELECT 1 FROM labels WHERE query = ? AND annotator = ?", (qid, user)).fetchone()
+            mine = storage.answer_of(ctx.db, qid, user, include_rejected=True)
             held = q["status"] == "leased" and q["lease_owner"] == user and (q["lease_expiry"] or 0) >= time.time()
             if q["kind"] != "region" or not (mine or held):
                 return {"ok": False, "error": f"query {qid} is not one of your regions"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -139,8 +138,8 @@ class AnnotatorContext:
         """The round being annotated: the fixed one, else the newest round (None: no rounds)."""
         if self.fixed_round is not None:
             return self.fixed_round
-        row = self.db.execute("SELECT max(id) FROM rounds").fetchone()
-        return row[0] if row else None
+        row = storage.current_round(self.db)
+        return row["id"] if row else None
 
     # provider ---------------------------------------------------------------------------
     def view(self, name: str) -> ImageView:
@@ -175,73 +174,3 @@ class AnnotatorContext:
 
     def classes_json(self) -> list[dict]:
         return [{"id": c.train_id, "name": c.name, "color": list(map(int, c.color))} for c in self.space.classes]
-
-
-# --------------------------------------------------------------------------------------------
-# store additions (adapter on top of storage's schema)
-# --------------------------------------------------------------------------------------------
-
-def holds(db, query_id: int, annotator: str, kind: str | None = None) -> bool:
-    """True when ``annotator`` holds the query's lease (live, or expired but not taken by anyone
-    since), optionally of the given kind. Skips and flags are only accepted from the holder."""
-    row = db.execute("SELECT kind, status, lease_owner FROM queries WHERE id = ?", (int(query_id),)).fetchone()
-    return row is not None and row[1] == "leased" and row[2] == annotator and (kind is None or row[0] == kind)
-
-
-def lease_image_points(db, annotator: str, round_id: int | None, image: int,
-                       minutes: float = LEASE_MINUTES) -> int:
-    """Lease every available pixel query of ``image`` (in ``round_id``) to ``annotator``, in one
-    ``BEGIN IMMEDIATE`` transaction, so the whole image's points go to one person. Returns how
-    many were leased. (storage.lease_next leases one query at a time.)"""
-    t = time.time()
-    rsql = " AND round = ?" if round_id is not None else ""
-    args: list[Any] = [annotator, t + minutes * 60.0, image]
-    if round_id is not None:
-        args.append(round_id)
-    with storage.immediate(db) as conn:
-        cur = conn.execute(
-            "UPDATE queries SET status = 'leased', lease_owner = ?, lease_expiry = ? "
-            "WHERE kind = 'pixel' AND image = ?" + rsql +
-            " AND (status = 'pending' OR (status = 'leased' AND lease_expiry < ?))", [*args, t])
-        return cur.rowcount
-
-
-def image_pixel_points(db, annotator: str, round_id: int | None, image: int) -> list[dict]:
-    """The pixel queries of ``image`` (in ``round_id``) this annotator works on: those leased to
-    them and those they already answered, ordered by id (the point index), each with their
-    current answer (``None`` when unanswered)."""
-    rsql = " AND q.round = ?" if round_id is not None else ""
-    args: list[Any] = [annotator, annotator, image]
-    if round_id is not None:
-        args.append(round_id)
-    return list(db.query(
-        "SELECT q.id, q.y, q.x, q.status, l.point_class AS answer FROM queries q "
-        "LEFT JOIN labels l ON l.query = q.id AND l.annotator = ? AND l.review != 'rejected' "
-        "WHERE q.kind = 'pixel' AND (q.lease_owner = ? AND q.status = 'leased' OR l.id IS NOT NULL) "
-        "AND q.image = ?" + rsql + " ORDER BY q.id", args))
-
-
-def pixel_image_counts(db, round_id: int | None) -> tuple[int, int]:
-    """(images with pixel queries, images whose pixel queries are all answered or set aside)."""
-    rsql = " WHERE kind = 'pixel' AND round = ?" if round_id is not None else " WHERE kind = 'pixel'"
-    args = [round_id] if round_id is not None else []
-    rows = db.execute(
-        "SELECT image, sum(status IN ('done', 'skipped', 'flagged')), count(*) FROM queries" + rsql +
-        " GROUP BY image", args).fetchall()
-    return len(rows), sum(1 for _, d, n in rows if d == n)
-
-
-def review_rows(db, round_id: int | None, status: str = "pending", limit: int = 200) -> list[dict]:
-    """Labels for the review table (newest first)."""
-    where, args = [], []
-    if round_id is not None:
-        where.append("q.round = ?")
-        args.append(round_id)
-    if status and status != "all":
-        where.append("l.review = ?")
-        args.append(status)
-    w = (" WHERE " + " AND ".join(where)) if where else ""
-    return list(db.query(
-        "SELECT l.id AS label, l.query, q.kind, i.name AS image, l.annotator, l.review, l.ms, l.created "
-        "FROM labels l JOIN queries q ON q.id = l.query JOIN images i ON i.id = q.image" + w +
-        " ORDER BY l.created DESC, l.id DESC LIMIT ?", [*args, int(limit)]))

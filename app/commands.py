@@ -16,19 +16,22 @@ def annotate_only(workdir: str, cache_dir: str | None, host="127.0.0.1", port=78
     """``python launch.py annotate``: serve the newest round of the run in ``workdir`` until
     "Finish round"; then a ``--resume`` of the run goes on to retrain."""
     s = reopen(workdir, cache_dir)
-    row = s.db.execute("SELECT id, idx FROM rounds WHERE run = ? ORDER BY idx DESC LIMIT 1", [s.run_id]).fetchone()
-    if row is None or not s.done(f"round{row[1]}.score"):
+    row = storage.current_round(s.db, s.run_id)
+    if row is None or not s.done(f"round{row['idx']}.score"):
         raise ConfigError(f"{workdir} has no round with selected queries yet (run launch.py --budget ... first)")
-    serve(s, row[1], row[0], host=host, port=port, auth=auth, users_file=users_file)
-    s.mark(f"round{row[1]}.annotate")
-    print(f"round {row[1]} finished; continue the loop with: python launch.py --resume --workdir {workdir}")
+    serve(s, row["idx"], row["id"], host=host, port=port, auth=auth, users_file=users_file)
+    s.mark(f"round{row['idx']}.annotate")
+    print(f"round {row['idx']} finished; continue the loop with: python launch.py --resume --workdir {workdir}")
 
 
 def export_run(workdir: str, out: str, dense: bool = False, threshold: float = 0.9, cache_dir: str | None = None) -> dict:
+    """``python launch.py export``: the run's labels as Cityscapes masks in ``out`` (see storage.exporter);
+    with ``dense``, unlabeled pixels take the final model's prediction where its confidence is at least
+    ``threshold``. Returns the manifest. ConfigError for a bad threshold or a run without checkpoint."""
     if not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold must be in [0, 1] (got {threshold})")
     s = reopen(workdir, cache_dir)
-    fn = None
+    fn = None   # name -> (prediction, confidence) of the final model, with --dense
     if dense:
         ck = storage.latest_checkpoint(s.db, s.run_id)
         if ck is None:
@@ -37,12 +40,13 @@ def export_run(workdir: str, out: str, dense: bool = False, threshold: float = 0
         s.model.to(s.device).eval()
         index = {n: i for i, n in enumerate(s.target.names)}
 
-        def fn(name):
+        def predict(name):
             x = s.target[index[name]]
             prob = predict_logits(s.model, x["image"], x["label"].shape, window=s.cfg.infer_window,
                                   device=s.device).softmax(0)
             conf, pred = prob.max(0)
             return pred.byte().cpu().numpy(), conf.cpu().numpy()
+        fn = predict
     manifest = storage.export(s.db, Path(out), s.val.label_space, dense=fn, threshold=threshold)
     print(f"exported {len(manifest['images'])} labeled images to {out} (+ manifest.json)")
     return manifest

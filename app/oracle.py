@@ -12,10 +12,7 @@ ORACLE = "oracle"
 
 def answer_round(db, round_id: int, gt_of) -> int:
     """Label all pending queries of ``round_id``; ``gt_of(image_name) -> uint8 (H,W)``. Returns the count."""
-    rows = list(db.query(
-        "SELECT q.id, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, i.name FROM queries q JOIN images i "
-        "ON i.id = q.image WHERE q.round = ? AND q.status IN ('pending', 'leased') ORDER BY i.name, q.id",
-        [round_id]))
+    rows = storage.open_queries(db, round_id)
     cache: dict[str, np.ndarray] = {}
     for q in tqdm(rows, desc="oracle answers", dynamic_ncols=True, disable=not rows):
         if q["name"] not in cache:

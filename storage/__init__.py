@@ -1,11 +1,13 @@
-"""The project store: one SQLite database ``workdir/project.db`` through sqlite-utils.
+"""The project store: one SQLite database ``workdir/project.db`` through sqlite-utils. All SQL of the
+project lives in this package.
 
 Open it with :func:`open_store`; every function takes the returned ``Database`` first.
 numpy + sqlite-utils (+ cv2 for PNG); never imports torch.
 
 - ``storage.db``       opening, schema + migrations, errors, transactions
-- ``storage.queries``  images, runs/steps (resume), checkpoints, rounds, queries, leases, metrics
-- ``storage.labels``   labels (idempotent, history), review, :func:`label_mask`
+- ``storage.runs``     runs (config, status), resume steps, checkpoints, metrics
+- ``storage.queue``    target images, rounds, queries and their leases
+- ``storage.labels``   labels (idempotent, history), review, :func:`label_mask`, :func:`answered_mask`
 - ``storage.exporter`` Cityscapes-layout masks + manifest
 """
 from storage.db import (
@@ -14,25 +16,29 @@ from storage.db import (
 )
 from storage.exporter import atomic_write, export, safe_stem
 from storage.labels import (
-    decode_patch, encode_patch, get_label, image_labels, label_mask, label_versions, labeled_pixel_count,
-    review, save_label,
+    annotator_stats, answer_of, answered_mask, decode_patch, encode_patch, get_label, image_labels, image_points,
+    label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
 )
-from storage.queries import (
-    image_sizes,
-    add_checkpoint, add_images, add_metric, add_queries, add_round, flag, get_image, get_query, image_id,
-    last_run, latest_checkpoint, lease_next, mark_step, metrics_table, pending_count, release, renew,
-    requeue, round_progress, set_round_status, set_run_config, set_run_status, skip, start_run, step_done,
+from storage.queue import (
+    add_images, add_queries, add_round, available_queries, current_round, flag, get_image, get_query, get_round,
+    holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, open_queries,
+    pending_count, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
+)
+from storage.runs import (
+    add_checkpoint, add_metric, last_run, latest_checkpoint, mark_step, metrics_table, set_run_config,
+    set_run_status, start_run, step_done,
 )
 
 __all__ = [
-    "image_sizes",
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
     "integrity_ok", "open_store", "schema_version",
     "atomic_write", "export", "safe_stem",
-    "decode_patch", "encode_patch", "get_label", "image_labels", "label_mask", "label_versions",
-    "labeled_pixel_count", "review", "save_label",
-    "add_checkpoint", "add_images", "add_metric", "add_queries", "add_round", "flag", "get_image", "get_query",
-    "image_id", "last_run", "latest_checkpoint", "lease_next", "mark_step", "metrics_table", "pending_count",
-    "release", "renew", "requeue", "round_progress", "set_round_status", "set_run_config", "set_run_status", "skip", "start_run",
-    "step_done",
+    "annotator_stats", "answer_of", "answered_mask", "decode_patch", "encode_patch", "get_label", "image_labels",
+    "image_points", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
+    "add_images", "add_queries", "add_round", "available_queries", "current_round", "flag", "get_image",
+    "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",
+    "lease_image", "lease_next", "open_queries", "pending_count", "query_kinds", "release", "renew", "requeue",
+    "round_progress", "set_round_status", "skip", "target_pixels",
+    "add_checkpoint", "add_metric", "last_run", "latest_checkpoint", "mark_step", "metrics_table",
+    "set_run_config", "set_run_status", "start_run", "step_done",
 ]

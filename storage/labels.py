@@ -15,7 +15,7 @@ from sqlite_utils import Database
 
 from core.data.labels import IGNORE
 from storage.db import InvalidInput, StoreError, immediate, now_iso
-from storage.queries import _check_not_held_by_other, image_id
+from storage.queue import _check_not_held_by_other, image_id
 
 
 def encode_patch(patch: np.ndarray) -> bytes:
@@ -224,3 +224,68 @@ def labeled_pixel_count(db: Database) -> dict[str, int]:
             h, w = _extent(rows)
         out[name] = int(np.count_nonzero(_compose(rows, h, w) != IGNORE))
     return out
+
+
+def answered_mask(db: Database, image: int | str, height: int, width: int) -> np.ndarray:
+    """bool (height, width): pixels inside the image's answered ('done') queries, whatever the answer
+    (a region answered as void is still spent: selection never picks inside it again)."""
+    m = np.zeros((height, width), bool)
+    for q in db.query("SELECT kind, y0, x0, y1, x1, y, x FROM queries WHERE image = ? AND status = 'done'",
+                      [image_id(db, image)]):
+        if q["kind"] == "region":
+            m[q["y0"]:q["y1"], q["x0"]:q["x1"]] = True
+        else:
+            m[q["y"], q["x"]] = True
+    return m
+
+
+def answer_of(db: Database, query_id: int, annotator: str, include_rejected: bool = False) -> dict | None:
+    """``annotator``'s label of a query as ``{"id", "patch" (decoded or None), "point_class", "review"}``,
+    or None; rejected labels only with ``include_rejected``."""
+    rows = list(db.query("SELECT id, patch, point_class, review FROM labels WHERE query = ? AND annotator = ?"
+                         + ("" if include_rejected else " AND review != 'rejected'"), [query_id, annotator]))
+    if not rows:
+        return None
+    row = rows[0]
+    row["patch"] = decode_patch(row["patch"]) if row["patch"] is not None else None
+    return row
+
+
+def image_points(db: Database, annotator: str, image: int | str, round_id: int | None = None) -> list[dict]:
+    """The pixel queries of ``image`` (in ``round_id``) that ``annotator`` works on: leased to them or
+    answered by them, ordered by id (the point index), each ``{"id", "y", "x", "status", "answer"}``
+    (``answer``: their class, None while unanswered)."""
+    rsql, args = (" AND q.round = ?", [round_id]) if round_id is not None else ("", [])
+    return list(db.query(
+        "SELECT q.id, q.y, q.x, q.status, l.point_class AS answer FROM queries q "
+        "LEFT JOIN labels l ON l.query = q.id AND l.annotator = ? AND l.review != 'rejected' "
+        "WHERE q.kind = 'pixel' AND (q.lease_owner = ? AND q.status = 'leased' OR l.id IS NOT NULL) "
+        "AND q.image = ?" + rsql + " ORDER BY q.id", [annotator, annotator, image_id(db, image), *args]))
+
+
+def review_rows(db: Database, round_id: int | None = None, status: str = "pending", limit: int = 200) -> list[dict]:
+    """Labels to review, newest first: ``{"label", "query", "kind", "image", "annotator", "review",
+    "ms" (milliseconds spent), "created" (ISO time)}``; ``status`` 'pending' | 'approved' | 'rejected' | 'all'."""
+    where, args = [], []
+    if round_id is not None:
+        where.append("q.round = ?")
+        args.append(round_id)
+    if status and status != "all":
+        where.append("l.review = ?")
+        args.append(status)
+    w = (" WHERE " + " AND ".join(where)) if where else ""
+    return list(db.query(
+        "SELECT l.id AS label, l.query, q.kind, i.name AS image, l.annotator, l.review, l.ms, l.created "
+        "FROM labels l JOIN queries q ON q.id = l.query JOIN images i ON i.id = q.image" + w +
+        " ORDER BY l.created DESC, l.id DESC LIMIT ?", [*args, int(limit)]))
+
+
+def annotator_stats(db: Database, round_id: int | None = None) -> list[dict]:
+    """Per annotator (by name): ``{"annotator", "labels", "regions", "points", "approved", "rejected",
+    "avg_ms"}`` over the labels of ``round_id`` (every round when None); ``avg_ms`` in milliseconds."""
+    rsql, args = ("WHERE q.round = ?", [round_id]) if round_id is not None else ("", [])
+    return [dict(annotator=a, labels=n, regions=r or 0, points=px or 0, approved=ap or 0, rejected=rj or 0,
+                 avg_ms=ms or 0) for a, n, r, px, ap, rj, ms in db.execute(
+        "SELECT l.annotator, count(*), sum(q.kind = 'region'), sum(q.kind = 'pixel'), sum(l.review = 'approved'), "
+        f"sum(l.review = 'rejected'), avg(l.ms) FROM labels l JOIN queries q ON q.id = l.query {rsql} "
+        "GROUP BY l.annotator ORDER BY l.annotator", args).fetchall()]

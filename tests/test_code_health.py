@@ -108,3 +108,17 @@ def test_frozen_batchnorm_stays_frozen_through_evaluate_and_a_post_hoc_stage():
     assert all(m.training for m in _bn(model.head)) and all(p.requires_grad for p in model.head.parameters())
     with pytest.raises(ValueError, match="freeze scope"):
         model.freeze("encoder")
+
+
+def test_no_sql_outside_storage():
+    import re
+
+    sql = re.compile(r"""["'](SELECT \S|INSERT (OR \w+ )?INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE|ALTER TABLE)""")
+    offenders = []
+    for pkg in ("app", "core", "annotator", "bench"):
+        for p in (ROOT / pkg).rglob("*.py"):
+            for i, line in enumerate(p.read_text().splitlines(), 1):
+                if sql.search(line) or re.search(r"\b(db|conn|con)\.(execute|query)\(", line):
+                    offenders.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+    assert sql.search('x = "SELECT id FROM t"')     # the pattern does match SQL

@@ -1,12 +1,12 @@
-"""Images, runs, resume steps, rounds, queries and leases.
+"""The annotation queue: target images, rounds, queries and their leases.
 
-A query asks for one label: a ``region`` (box ``y0,x0,y1,x1``, end-exclusive) or a ``pixel``
-(point ``y,x``) of an image. Its status moves ``pending -> leased -> done``, or to ``skipped`` /
-``flagged`` with a reason. Leases expire; an expired lease is as good as pending.
+A query asks for one label: a ``region`` (box ``y0,x0,y1,x1``, end-exclusive, label pixels) or a
+``pixel`` (point ``y,x``) of an image. Its status moves ``pending -> leased -> done``, or to
+``skipped`` / ``flagged`` with a reason. Leases expire (``lease_expiry``: Unix epoch seconds); an
+expired lease is as good as pending. Image ``height``/``width`` are label pixels (what budgets count).
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Iterable, Mapping
 
@@ -73,63 +73,8 @@ def image_sizes(db: Database, domain: str = "target") -> dict[str, tuple[int, in
 
 
 # --------------------------------------------------------------------------------------------
-# runs, steps, checkpoints, rounds
+# rounds
 # --------------------------------------------------------------------------------------------
-
-def start_run(db: Database, config: Mapping[str, Any] | None = None) -> int:
-    """Record a new run (status 'running') with its config as JSON; returns the run id."""
-    cur = db.execute("INSERT INTO runs (started, config, status) VALUES (?, ?, 'running')",
-                     (now_iso(), json.dumps(dict(config or {}), sort_keys=True, default=str)))
-    return cur.lastrowid
-
-
-def set_run_config(db: Database, run: int, config: Mapping[str, Any]) -> None:
-    """Replace a run's stored config (JSON), e.g. when ``--resume --rounds N`` extends it."""
-    db["runs"].update(run, {"config": json.dumps(dict(config), sort_keys=True, default=str)})
-
-
-def set_run_status(db: Database, run: int, status: str) -> None:
-    """Set a run's status (e.g. 'running', 'done', 'failed', 'interrupted')."""
-    db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run))
-
-
-def last_run(db: Database) -> dict | None:
-    """The most recent run as a dict (``config`` parsed), or None."""
-    rows = list(db.query("SELECT * FROM runs ORDER BY id DESC LIMIT 1"))
-    if not rows:
-        return None
-    row = rows[0]
-    row["config"] = json.loads(row["config"])
-    return row
-
-
-def mark_step(db: Database, run: int, name: str, status: str = "done") -> None:
-    """Record that step ``name`` of ``run`` (e.g. 'data', 'warmup', 'round1.train') finished."""
-    db.execute("INSERT INTO steps (run, name, status, finished) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT(run, name) DO UPDATE SET status = excluded.status, finished = excluded.finished",
-               (run, name, status, now_iso()))
-
-
-def step_done(db: Database, run: int, name: str) -> bool:
-    """True when step ``name`` of ``run`` was marked done (resume skips it)."""
-    row = db.execute("SELECT status FROM steps WHERE run = ? AND name = ?", (run, name)).fetchone()
-    return row is not None and row[0] == "done"
-
-
-def add_checkpoint(db: Database, run: int, step: str, path: str) -> int:
-    """Record a checkpoint file written for ``step`` of ``run``; returns its row id."""
-    return db.execute("INSERT INTO checkpoints (run, step, path, created) VALUES (?, ?, ?, ?)",
-                      (run, step, str(path), now_iso())).lastrowid
-
-
-def latest_checkpoint(db: Database, run: int, step: str | None = None) -> dict | None:
-    """The newest checkpoint row of ``run`` (optionally of one ``step``), or None."""
-    sql, args = "SELECT * FROM checkpoints WHERE run = ?", [run]
-    if step is not None:
-        sql, args = sql + " AND step = ?", args + [step]
-    rows = list(db.query(sql + " ORDER BY id DESC LIMIT 1", args))
-    return rows[0] if rows else None
-
 
 def add_round(db: Database, run: int | None, index: int, budget: str | float | None = None,
               strategy: str | None = None) -> int:
@@ -145,6 +90,29 @@ def add_round(db: Database, run: int | None, index: int, budget: str | float | N
             return row[0]
         return conn.execute("INSERT INTO rounds (run, idx, budget_spec, budget_value, budget_unit, strategy, status) "
                             "VALUES (?, ?, ?, ?, ?, ?, 'open')", (run, index, spec, value, unit, strategy)).lastrowid
+
+
+def current_round(db: Database, run: int | None = None) -> dict | None:
+    """The newest round (``rounds`` row as a dict, ``idx`` = its number) of ``run``, or of the newest
+    run that has rounds when ``run`` is None; None when there is none. The one definition of "the
+    current round" the loop, the ``annotate`` command and the annotator share."""
+    if run is None:
+        row = db.execute("SELECT max(run) FROM rounds").fetchone()
+        run = row[0] if row else None
+    rows = list(db["rounds"].rows_where("run IS ?", [run], order_by="idx DESC", limit=1))
+    return rows[0] if rows else None
+
+
+def get_round(db: Database, round_id: int) -> dict | None:
+    """The ``rounds`` row (dict) of ``round_id``, or None."""
+    rows = list(db["rounds"].rows_where("id = ?", [round_id]))
+    return rows[0] if rows else None
+
+
+def query_kinds(db: Database, round_id: int | None = None) -> dict[str, int]:
+    """``{kind: number of queries}`` of a round (every round when None)."""
+    f, args = _filters(round_id, None)
+    return dict(db.execute(f"SELECT kind, count(*) FROM queries WHERE 1{f} GROUP BY kind", args).fetchall())
 
 
 def set_round_status(db: Database, round_id: int, status: str) -> None:
@@ -216,6 +184,26 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
     return ids
 
 
+def open_queries(db: Database, round_id: int) -> list[dict]:
+    """The round's queries still to answer (pending or leased), each row with its image ``name``,
+    ordered by image name then id (an oracle answers them image by image)."""
+    return list(db.query(
+        "SELECT q.*, i.name FROM queries q JOIN images i ON i.id = q.image WHERE q.round = ? "
+        "AND q.status IN ('pending', 'leased') ORDER BY i.name, q.id", [round_id]))
+
+
+def labeled_pixels(db: Database, run: int) -> int:
+    """Label pixels inside ``run``'s answered queries: a region's box area, one per pixel query."""
+    return db.execute(
+        "SELECT coalesce(sum(CASE WHEN kind = 'region' THEN (y1 - y0) * (x1 - x0) ELSE 1 END), 0) "
+        "FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.status = 'done'", [run]).fetchone()[0]
+
+
+def target_pixels(db: Database) -> int:
+    """Sum of height x width over the target images (label pixels); 0 when there are none."""
+    return db.execute("SELECT coalesce(sum(height * width), 0) FROM images WHERE domain = 'target'").fetchone()[0]
+
+
 def get_query(db: Database, query_id: int) -> dict:
     """The queries row (dict) for an id; :class:`InvalidInput` when unknown."""
     rows = list(db.query("SELECT * FROM queries WHERE id = ?", [query_id]))
@@ -244,6 +232,12 @@ def pending_count(db: Database, round_id: int | None = None, kind: str | None = 
     return db.execute(f"SELECT count(*) FROM queries WHERE {_AVAILABLE}{f}", [time.time(), *args]).fetchone()[0]
 
 
+def _take(conn, ids: list[int], annotator: str, minutes: float) -> None:
+    """Lease ``ids`` to ``annotator`` for ``minutes`` (inside the caller's immediate transaction)."""
+    conn.executemany("UPDATE queries SET status = 'leased', lease_owner = ?, lease_expiry = ? WHERE id = ?",
+                     [(annotator, time.time() + minutes * 60.0, i) for i in ids])
+
+
 def lease_next(db: Database, annotator: str, round: int | None = None, kind: str | None = None,
                minutes: float = 10) -> dict | None:
     """Atomically lease the next query to ``annotator`` and return its row (dict), or None when
@@ -259,7 +253,6 @@ def lease_next(db: Database, annotator: str, round: int | None = None, kind: str
     f, fargs = _filters(round, kind)
     with immediate(db) as conn:
         t = time.time()
-        expiry = t + minutes * 60.0
         row = conn.execute(
             f"SELECT id FROM queries WHERE status = 'leased' AND lease_owner = ? AND lease_expiry >= ?{f} "
             "ORDER BY id LIMIT 1", [annotator, t, *fargs]).fetchone()
@@ -269,10 +262,50 @@ def lease_next(db: Database, annotator: str, round: int | None = None, kind: str
                 [t, *fargs]).fetchone()
         if row is None:
             return None
-        conn.execute("UPDATE queries SET status = 'leased', lease_owner = ?, lease_expiry = ? WHERE id = ?",
-                     (annotator, expiry, row[0]))
+        _take(conn, [row[0]], annotator, minutes)
         cur = conn.execute("SELECT * FROM queries WHERE id = ?", (row[0],))
         return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+
+
+def lease_image(db: Database, annotator: str, image: int | str, round: int | None = None, kind: str = "pixel",
+                minutes: float = 10) -> int:
+    """Lease every available ``kind`` query of one image to ``annotator`` in one transaction (the
+    annotator's pixel canvas gives a whole image's points to one person); returns how many. The
+    same availability rule as :func:`lease_next` (pending, or an expired lease)."""
+    if not annotator:
+        raise InvalidInput("annotator name must not be empty")
+    f, fargs = _filters(round, kind)
+    img = image_id(db, image)
+    with immediate(db) as conn:
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM queries WHERE {_AVAILABLE}{f} AND image = ? ORDER BY id",
+                                          [time.time(), *fargs, img])]
+        _take(conn, ids, annotator, minutes)
+        return len(ids)
+
+
+def available_queries(db: Database, round: int | None = None, kind: str | None = None, limit: int = 10) -> list[dict]:
+    """The next queries :func:`lease_next` would hand out (highest score first), without leasing
+    them, each with its image ``name`` (e.g. to prefetch their crops)."""
+    f, fargs = _filters(round, kind)
+    f = f.replace(" round", " q.round").replace(" kind", " q.kind")
+    avail = _AVAILABLE.replace("status", "q.status").replace("lease_expiry", "q.lease_expiry")
+    return list(db.query(f"SELECT q.*, i.name FROM queries q JOIN images i ON i.id = q.image WHERE {avail}{f} "
+                         "ORDER BY q.score IS NULL, q.score DESC, q.id LIMIT ?", [time.time(), *fargs, int(limit)]))
+
+
+def holds(db: Database, query_id: int, annotator: str, kind: str | None = None) -> bool:
+    """True when ``annotator`` holds the query's lease (live, or expired but not taken by anyone
+    since), optionally of the given ``kind``."""
+    row = db.execute("SELECT kind, status, lease_owner FROM queries WHERE id = ?", (int(query_id),)).fetchone()
+    return row is not None and row[1] == "leased" and row[2] == annotator and (kind is None or row[0] == kind)
+
+
+def image_completion(db: Database, round_id: int | None = None, kind: str = "pixel") -> tuple[int, int]:
+    """(images with ``kind`` queries, images whose ``kind`` queries are all answered or set aside)."""
+    f, args = _filters(round_id, kind)
+    rows = db.execute(f"SELECT image, sum(status IN ('done', 'skipped', 'flagged')), count(*) FROM queries "
+                      f"WHERE 1{f} GROUP BY image", args).fetchall()
+    return len(rows), sum(1 for _, d, n in rows if d == n)
 
 
 def _holder(conn, query_id: int) -> tuple[str, str | None, float | None]:
@@ -353,34 +386,3 @@ def round_progress(db: Database, round_id: int) -> dict:
     out["ms"] = db.execute("SELECT coalesce(sum(l.ms), 0) FROM labels l JOIN queries q ON q.id = l.query "
                            "WHERE q.round = ?", (round_id,)).fetchone()[0]
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# metrics
-# --------------------------------------------------------------------------------------------
-
-def add_metric(db: Database, run: int | None, round: int | None, key: str, value: Any) -> None:
-    """Record a metric of ``run`` at round number ``round`` (None for warm-up / run-level).
-    Numbers go to ``value``; anything else JSON-serialisable (e.g. per-class IoU) to ``json``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            num, js = None, json.dumps(value)
-        except TypeError:
-            raise InvalidInput(f"metric {key!r}: value is not a number or JSON-serialisable") from None
-    else:
-        num, js = float(value), None
-    db.execute("INSERT INTO metrics (run, round, key, value, json, created) VALUES (?, ?, ?, ?, ?, ?)",
-               (run, round, key, num, js, now_iso()))
-
-
-def metrics_table(db: Database, run: int | None = None) -> list[dict]:
-    """Per-round metrics as rows ``{"round": r, key: value, ...}`` ordered by round (None first);
-    the latest value of each key wins. ``run=None`` means the last run that has metrics."""
-    if run is None:
-        row = db.execute("SELECT max(run) FROM metrics").fetchone()
-        run = row[0] if row else None
-    rows: dict[Any, dict] = {}
-    for rnd, key, value, js in db.execute(
-            "SELECT round, key, value, json FROM metrics WHERE run IS ? ORDER BY id", (run,)):
-        rows.setdefault(rnd, {"round": rnd})[key] = value if js is None else json.loads(js)
-    return [rows[k] for k in sorted(rows, key=lambda r: (r is not None, r if r is not None else 0))]
