@@ -21,6 +21,7 @@ import gradio as gr
 import numpy as np
 
 import storage
+from core.data.folder import resize_label
 from core.data.labels import IGNORE
 from annotator.canvas_common import JS_PRELUDE, classes_config, with_config
 from annotator.context import LEASE_MINUTES, AnnotatorContext, b64, data_url, unb64, username
@@ -68,7 +69,7 @@ def _context_image(ctx: AnnotatorContext, view, box: tuple[int, int, int, int]) 
     except storage.StoreError:
         mask = None
     if mask is not None and (mask != IGNORE).any():
-        mask = cv2.resize(mask, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+        mask = resize_label(mask, small.shape[:2])
         lab = mask != IGNORE
         col = ctx.space.palette()[mask[lab]].astype(np.uint16)
         img[lab] = ((img[lab].astype(np.uint16) * 9 + col * 11) // 20).astype(np.uint8)

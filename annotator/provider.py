@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
+
+from core.fileio import atomic_write
 
 from annotator import superpixels as _sp
 
@@ -118,21 +119,7 @@ class ArrayProvider(BaseProvider):
             arrays["heatmap"] = np.asarray(heatmap, np.float32)
         if untrusted is not None:
             arrays["untrusted"] = np.asarray(untrusted, bool)
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = cls.npz_path(folder, name)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=str(folder))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return path
+        return atomic_write(cls.npz_path(Path(folder), name), lambda f: np.savez(f, **arrays), fsync=False)
 
     def _file(self, name: str) -> dict | None:
         if self.folder is None:

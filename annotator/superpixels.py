@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from core.fileio import atomic_write
 
 # (name, mean superpixel area in pixels): finest first. The canvas starts on the middle one.
 LEVELS: tuple[tuple[str, int], ...] = (("fine", 24), ("medium", 64), ("coarse", 160))
@@ -66,12 +67,8 @@ def cached_slic_levels(rgb: np.ndarray, cache_dir: str | os.PathLike | None,
         except Exception:  # noqa: BLE001 - a damaged cache entry is simply recomputed
             pass
     sp = slic_levels(rgb, levels, compactness)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=str(folder))
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, sp=sp)  # uncompressed: ~55 kB per crop, faster to write and read
-        os.replace(tmp, path)
+    try:   # uncompressed: ~55 kB per crop, faster to write and read
+        atomic_write(path, lambda f: np.savez(f, sp=sp), fsync=False)
     except OSError:
         pass  # the cache is an optimisation; a read-only cache dir must not break labeling
     return sp

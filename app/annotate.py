@@ -10,6 +10,7 @@ import numpy as np
 
 from annotator.provider import BaseProvider, ProviderError
 from core.acquisition.confidence import cra_untrusted_from_entropy
+from core.data.folder import resize_image
 
 
 class SessionProvider(BaseProvider):
@@ -42,8 +43,6 @@ class SessionProvider(BaseProvider):
         img = self.target[self.index[name]]["image"]
         h, w = self.prediction(name).shape
         if img.shape[:2] != (h, w):   # show the image at the labels' resolution
-            from core.data.transforms import resize_image
-
             img = resize_image(img, (h, w))
         return img
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.data.transforms import to_tensor_image
+from core.models.segmentor import upsample
 
 
 def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -18,7 +18,9 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> n
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
-    """IoU per class; NaN for classes absent from the ground truth (not counted in mIoU)."""
+    """(C,) float64 IoU per class as a **fraction** in [0, 1] from a (C, C) confusion matrix (rows:
+    ground truth, columns: prediction); NaN for classes absent from the ground truth (not counted in
+    mIoU)."""
     tp = np.diag(conf).astype(np.float64)
     gt = conf.sum(1)
     union = gt + conf.sum(0) - tp
@@ -28,6 +30,8 @@ def iou_per_class(conf: np.ndarray) -> np.ndarray:
 
 
 def mean_iou(conf: np.ndarray, subset: list[int] | None = None) -> float:
+    """mIoU in **percent** (0..100, as papers report it) over the classes present in the ground truth
+    (optionally only ``subset``, e.g. SYNTHIA's 13 classes); NaN when none is present."""
     iou = iou_per_class(conf)
     if subset is not None:
         iou = iou[subset]
@@ -59,7 +63,7 @@ def predict_logits(model, image: np.ndarray, out_size: tuple[int, int] | None = 
     H, W = image.shape[:2]
     if window is None or (H <= window[0] and W <= window[1]):
         logits = model(x).logits
-        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+        logits = upsample(logits, (H, W))
     else:
         wh, ww = min(window[0], H), min(window[1], W)
         sh, sw = stride or (max(1, wh * 2 // 3), max(1, ww * 2 // 3))
@@ -69,7 +73,7 @@ def predict_logits(model, image: np.ndarray, out_size: tuple[int, int] | None = 
         for y in ys:
             for x0 in xs:
                 out = model(x[..., y:y + wh, x0:x0 + ww]).logits
-                out = F.interpolate(out, size=(wh, ww), mode="bilinear", align_corners=False)
+                out = upsample(out, (wh, ww))
                 if logits is None:
                     logits = out.new_zeros(1, out.shape[1], H, W)
                     count = out.new_zeros(1, 1, H, W)
@@ -78,7 +82,7 @@ def predict_logits(model, image: np.ndarray, out_size: tuple[int, int] | None = 
         logits = logits / count
     if adjust is not None:
         logits = adjust(logits)
-    return F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)[0].float()
+    return upsample(logits, out_size)[0].float()
 
 
 @torch.no_grad()

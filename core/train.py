@@ -23,11 +23,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.data.transforms import TrainView
+from core.fileio import atomic_write
+from core.models.segmentor import upsample
 from core.methods.services import make_pseudo_labels
 
 
 @dataclass
 class TrainConfig:
+    """Everything ``fit`` needs besides the model and data, as plain values (the run's values come
+    from app.config.RunConfig via app.session.train_config). Units: iterations are optimizer steps,
+    sizes are (H, W) pixels of the stored images, lr is per step (SGD, poly decay)."""
     iterations: int = 1200
     batch_size: int = 2              # images per domain per rank
     lr: float = 2.5e-4               # backbone; the head gets 10x (the papers' values)
@@ -59,7 +64,7 @@ class Context:
 
     @staticmethod
     def upsample(logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(logits, size=like.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample(logits, like.shape[-2:])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,17 +95,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batches(view: TrainView, batch_size: int, seed: int):
-    """Endless shuffled batches (epochs of a seeded permutation)."""
-    rng = np.random.default_rng(seed)
+def iteration_seed(seed: int, rank: int, it: int) -> int:
+    """The seed of iteration ``it`` on ``rank``: every random draw of an iteration (batch augmentation,
+    ClassMix, jitter) is seeded from (seed, rank, it) alone, so a run resumed from a checkpoint at any
+    iteration continues bit for bit on CPU as if it had never stopped."""
+    return int(np.random.SeedSequence([seed, rank, it]).generate_state(1)[0])
+
+
+def batches(view: TrainView, batch_size: int, seed: int, start: int = 0):
+    """Endless batches from batch number ``start`` on: batch k holds positions k*B .. k*B+B-1 of the
+    sequence of epochs, epoch e being ``default_rng([seed, e]).permutation(len(view))``. Batch k is a
+    function of (seed, k) only, so a resumed run reads the same samples as an uninterrupted one."""
+    n = len(view)
+    perms: dict[int, np.ndarray] = {}
+    k = start
     while True:
-        perm = rng.permutation(len(view))
-        if len(perm) < batch_size:
-            perm = np.resize(perm, batch_size)
-        for i in range(0, len(perm) - batch_size + 1, batch_size):
-            items = [view[int(j)] for j in perm[i:i + batch_size]]
-            yield {k: (torch.stack([x[k] for x in items]) if torch.is_tensor(items[0][k])
-                       else [x[k] for x in items]) for k in items[0]}
+        items = []
+        for p in range(k * batch_size, (k + 1) * batch_size):
+            e = p // n
+            if e not in perms:
+                perms = {e: np.random.default_rng([seed, e]).permutation(n)}
+            items.append(view[int(perms[e][p % n])])
+        k += 1
+        yield {key: (torch.stack([x[key] for x in items]) if torch.is_tensor(items[0][key])
+                     else [x[key] for x in items]) for key in items[0]}
 
 
 def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float, warmup: int = 0) -> None:
@@ -113,11 +131,8 @@ def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float,
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: write next to the target, then rename (a crash leaves the previous file intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic and fsync'ed (core.fileio.atomic_write): a crash leaves the previous file intact."""
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -135,7 +150,10 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     ``methods``: core.methods.Method objects whose hooks add losses (core/methods/base.py).
     Post-hoc stages are not run here: call ``run_stages`` after fit. ``stop_at``: pause after
     that many iterations (checkpointed; a later call with the same ``checkpoint`` continues the schedule).
-    Returns {"iterations", "seconds", "losses": last smoothed loss terms}.
+    Returns {"iterations", "seconds" (wall time of this call), "losses": last smoothed loss terms}.
+    Raises what the data raises (core.data.base.DatasetError for a bad file, unless the dataset skips
+    bad files), ValueError from a method's setup, and RuntimeError/OSError from torch (out of memory,
+    an unreadable or mismatched checkpoint, a full disk when saving one).
     """
     rank, world = init_distributed()
     device = resolve_device(cfg.device)
@@ -159,8 +177,6 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         for m, ms in zip(methods, state.get("methods", [])):
             m.load_state_dict(ms)
         start = int(state["iteration"])
-    if start:   # resumed: augmentation draws continue instead of repeating the first ones
-        seed_everything(cfg.seed + 1000 * rank + 7919 * start)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -170,13 +186,13 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     src = batches(TrainView(source, cfg.crop_size, cfg.flip, scale=cfg.scale), cfg.batch_size,
-                  cfg.seed * 7919 + rank + start)
+                  cfg.seed * 7919 + rank, start)
     tgt = None
     if target is not None:
         if target_labels is None:   # pure UDA: no active labels (never the target's ground truth)
             target_labels = _no_labels
         tgt = batches(TrainView(target, cfg.crop_size, cfg.flip, labels=target_labels, scale=cfg.scale),
-                      cfg.batch_size, cfg.seed * 104729 + rank + start)
+                      cfg.batch_size, cfg.seed * 104729 + rank, start)
     ce = nn.CrossEntropyLoss(ignore_index=255)
     # the student's target forward is skipped on batches without active labels when nothing reads it
     # (source_only, DACS: pseudo-labels come from the teacher, created in setup)
@@ -189,6 +205,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
                disable=not progress or rank != 0, dynamic_ncols=True)
     for it in bar:
         ctx.iteration = it
+        seed_everything(iteration_seed(cfg.seed, rank, it))
         poly_lr(opt, it, cfg.iterations, cfg.poly_power, cfg.warmup)
         bs = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(src).items()}
         bt = None

@@ -15,7 +15,6 @@ import errno
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 from sqlite_utils import Database
 
+from core import fileio
 from core.data.labels import IGNORE, LabelSpace
 from storage.db import InvalidInput, StoreError, now_iso
 from storage.labels import _compose, _size, image_labels
@@ -43,16 +43,6 @@ def safe_stem(name: str) -> str:
     return name[: -len("_leftImg8bit")] if name.endswith("_leftImg8bit") and len(name) > 12 else name
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask once, so exported files get ordinary permissions
-
-
-def _write_all(f, data: bytes) -> None:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def _os_error(path: Path, e: OSError) -> StoreError:
     if e.errno == errno.ENOSPC:
         return StoreError(f"disk full while writing {path}; export stopped, no partial files left")
@@ -60,26 +50,12 @@ def _os_error(path: Path, e: OSError) -> StoreError:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``; the temp
-    file is removed on any failure. ENOSPC becomes one clear :class:`StoreError`."""
-    path = Path(path)
+    """``core.fileio.atomic_write`` (temp file, fsync, ``os.replace``; no partial file on failure)
+    with OSError worded as one :class:`StoreError` (ENOSPC: disk full)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=str(path.parent))
+        fileio.atomic_write(path, data)
     except OSError as e:
-        raise _os_error(path, e) from None
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise _os_error(path, e) from None
-        raise
+        raise _os_error(Path(path), e) from None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -80,6 +80,16 @@ def _labeled(workdir):
     return n
 
 
+def _boxes(workdir):
+    """Every query as (round, image, y0, x0, y1, x1, y, x, status), sorted."""
+    con = sqlite3.connect(workdir / "project.db")
+    rows = sorted(con.execute("SELECT r.idx, i.name, q.y0, q.x0, q.y1, q.x1, q.y, q.x, q.status FROM queries q "
+                              "JOIN rounds r ON r.id = q.round JOIN images i ON i.id = q.image").fetchall(),
+                  key=repr)
+    con.close()
+    return rows
+
+
 def test_region_budget_oracle_run_end_to_end(tmp_path, cache):
     w = tmp_path / "ra"
     r = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle", "--rounds", "2",
@@ -173,6 +183,7 @@ def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache
     r = launch([*args, "--workdir", str(w), "--resume"], cache)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _labeled(w) == _labeled(ref)
+    assert _boxes(w) == _boxes(ref) and len(_boxes(ref)) > 0   # the same regions, not only as many
 
 
 def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tmp_path, cache):

@@ -523,24 +523,23 @@ def test_export_rejects_path_traversal(db, tmp_path, name):
 
 def test_export_disk_full_one_error_no_temp_files(db, tmp_path, monkeypatch):
     _labeled_project(db)
-    import storage.exporter as sx
+    import core.fileio as fio
 
-    real = sx._write_all
+    real = fio.os.fsync
     n = {"i": 0}
 
-    def flaky(f, data):
+    def flaky(fd):   # the 4th file's data does not fit (its bytes are written, the flush to disk fails)
         n["i"] += 1
         if n["i"] == 4:
-            f.write(data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(f, data)
+        real(fd)
 
-    monkeypatch.setattr(sx, "_write_all", flaky)
+    monkeypatch.setattr(fio.os, "fsync", flaky)
     out = tmp_path / "o"
     with pytest.raises(S.StoreError, match="disk full") as ei:
         S.export(db, out, CITYSCAPES19)
     assert "bremen_1_gtFine_labelTrainIds.png" in str(ei.value)
-    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".part"]
     assert len(list(out.iterdir())) == 3  # the first image's three files are complete; nothing partial
     for p in out.iterdir():
         Image.open(p).load()

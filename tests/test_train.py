@@ -121,7 +121,8 @@ def test_crop_at_stored_resolution_keeps_image_and_label_aligned():
 def test_scaled_crops_keep_every_sparse_active_label():
     """40-px style point labels: every labeled pixel survives down-scaling (nearest alone drops many)
     and a crop holds exactly the points inside it."""
-    from core.data.transforms import TrainView, resize_label, resize_sparse_label
+    from core.data.folder import resize_label
+    from core.data.transforms import TrainView, resize_sparse_label
 
     rng = np.random.default_rng(1)
     lab = np.full((256, 512), 255, np.uint8)
@@ -150,3 +151,30 @@ def test_crop_smaller_image_is_padded_with_ignore():
     assert s["image"].shape == (3, 64, 128)
     lab = s["label"].numpy()
     assert (lab[40:] == 255).all() and (lab[:, 60:] == 255).all() and (lab[:40, :60] != 255).all()
+
+
+@pytest.mark.parametrize("spec", ["source_only", "dacs"])
+def test_fit_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, spec):
+    """Every draw of an iteration is seeded from (seed, rank, iteration) and batch k is a function of
+    (seed, k): a fit paused at a checkpoint and resumed in a new process-like setting (new model,
+    new method objects) ends bit for bit where the uninterrupted fit ends (DACS: teacher state too)."""
+    from core.methods import build_methods
+
+    ds = ToyDataset(n=5, size=(32, 64))
+    tgt = ToyDataset(n=3, size=(32, 64), seed=1)
+    cfg = TrainConfig(iterations=6, crop_size=(32, 64), checkpoint_every=3, lr=1e-2, seed=3)
+
+    def run(ck, stop_at=None):
+        torch.manual_seed(0)
+        model = Segmentor(19, output_stride=16, weights=None)
+        fit(model, cfg, ds, target=tgt, methods=build_methods(spec), checkpoint=ck, progress=False, stop_at=stop_at)
+        return model
+
+    whole = run(tmp_path / "whole.pt")
+    run(tmp_path / "paused.pt", stop_at=3)
+    assert load_checkpoint(tmp_path / "paused.pt")["iteration"] == 3
+    resumed = run(tmp_path / "paused.pt")
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    moved = run(tmp_path / "other.pt", stop_at=1)          # and the check can fail: 1 of 6 iterations differs
+    assert not all(torch.equal(a[k], v) for k, v in moved.state_dict().items())

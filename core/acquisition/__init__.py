@@ -2,7 +2,7 @@
 selection under a budget, pseudo-label confidence and CRA trust maps.
 
 Pure numpy, one image at a time (stream the pool through it); no torch here.
-See reference/ripu.md for the official semantics this package reproduces.
+It reproduces the official RIPU code (BIT-DA/RIPU, core/active/) unless a docstring says otherwise.
 """
 from .acquire import STRATEGIES, acquire, score_map
 from .baselines import ent_score, rand_score, sconf_score

@@ -1,6 +1,6 @@
 """Pseudo-label confidence and CRA trusted/untrusted maps.
 
-CRA (Cross-Region Adaptation, Wang et al., CVIU 2023; reference/uda-methods.md M10):
+CRA (Cross-Region Adaptation, Wang et al., CVIU 2023; official code: zhijiew/CRA):
 
 * per pixel, ``E = mean_c(-p_c log2 p_c) / log2 C`` = H / (C ln C) with H the natural-log
   entropy (no epsilon; 0 log 0 = 0). Because E is a mean over the C classes, the 0.01

@@ -1,6 +1,6 @@
 """RIPU scores (Xie et al., CVPR 2022), with the semantics of the official code.
 
-See ``/work/shared/reference/ripu.md`` section 2. Notation: ``p`` softmax (C, H, W),
+As the official code computes it (BIT-DA/RIPU, core/active/floating_region.py and spatial_purity.py). Notation: ``p`` softmax (C, H, W),
 ``y = argmax p`` (first max on ties), window ``N_r(i, j)`` = the (2r+1)^2 square around
 (i, j) clipped to the image, ``n`` = number of in-image pixels in it, ``n_c`` = number of
 them with ``y == c``. Every log carries ``+ 1e-6`` inside, as in the official code.

@@ -52,7 +52,6 @@ import hashlib
 import logging
 import os
 import threading
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.base import DatasetError
+from core.fileio import atomic_write
 from core.data.labels import (CITYSCAPES19, IGNORE, LabelSpace, LabelSpaceError, cityscapes_id_to_train,
                               load_classes_json)
 
@@ -238,6 +238,8 @@ def verify_file(path: Path) -> tuple[int, int]:
 
 
 def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H,W,3) uint8 -> ``size`` (h, w): area interpolation when shrinking both sides, bilinear otherwise.
+    The one image resize rule of the project (datasets, training scale, the annotator's view)."""
     h, w = size
     if img.shape[:2] == (h, w):
         return img
@@ -245,7 +247,10 @@ def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def resize_nearest(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_label(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest resize (OpenCV's INTER_NEAREST_EXACT: the pixel under each output centre) of a label,
+    depth map or mask to ``size`` (h, w); the one label resize rule. Sparse active labels use
+    ``core.data.transforms.resize_sparse_label``, which keeps every labeled pixel."""
     h, w = size
     if a.shape[:2] == (h, w):
         return a
@@ -377,27 +382,19 @@ class ResizeCache:
     def put(self, key: str, arr: np.ndarray, fmt: str = "png", rgb: bool = False) -> None:
         if self._write_failed:
             return
-        p = self._path(key, fmt)
-        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "npy":
-                with open(tmp, "wb") as f:
-                    np.save(f, arr, allow_pickle=False)
+                data = lambda f: np.save(f, arr, allow_pickle=False)  # noqa: E731
             else:
                 ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if rgb else arr,
                                        [cv2.IMWRITE_PNG_COMPRESSION, 1])
                 if not ok:
                     raise OSError("PNG encoding failed")
-                buf.tofile(str(tmp))
-            os.replace(tmp, p)
+                data = buf.tobytes()
+            atomic_write(self._path(key, fmt), data, fsync=False)
         except OSError as e:
             self._write_failed = True
             log.warning("dataset cache %s is not writable (%s); continuing without it", self.root, e)
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
 
 # -------------------------------------------------------------------------------------- base class
@@ -552,7 +549,7 @@ class FileDataset:
         lab = self.id_map(raw, it.label)
         if target == "full":
             return lab
-        lab = resize_nearest(lab, target)
+        lab = resize_label(lab, target)
         if key is not None:
             self.cache.put(key, lab, "png")
         return lab
@@ -579,7 +576,7 @@ class FileDataset:
         key = self.cache.key("depth", it.depth, f"{h}x{w}") if self.cache else None
         raw = self.cache.get(key, "png") if key is not None else None
         if raw is None or raw.shape != (h, w):
-            raw = resize_nearest(read_first_channel(it.depth, "depth map"), (h, w))
+            raw = resize_label(read_first_channel(it.depth, "depth map"), (h, w))
             if key is not None:
                 self.cache.put(key, raw, "png")
         return raw.astype(np.float32) * np.float32(self.depth_scale)

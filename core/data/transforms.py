@@ -1,25 +1,10 @@
 """Resizing and batching of dataset samples (numpy in, torch tensors out)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
-
-def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H,W,3) uint8 -> size=(h,w); area for shrinking, linear for growing."""
-    h, w = size
-    if img.shape[:2] == (h, w):
-        return img
-    interp = cv2.INTER_AREA if h < img.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(img, (w, h), interpolation=interp)
-
-
-def resize_label(lab: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if lab.shape[:2] == (h, w):
-        return lab
-    return cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
+from core.data.folder import resize_image, resize_label
 
 
 def to_tensor_image(img: np.ndarray) -> torch.Tensor:
@@ -89,7 +74,7 @@ class TrainView:
         img = resize_image(img, (sh, sw))
         lab = resize_sparse_label(np.asarray(lab, np.uint8), (sh, sw))
         if depth is not None:
-            depth = cv2.resize(depth, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)
+            depth = resize_label(depth, (sh, sw))
         if self.crop is not None:
             ch, cw = self.crop
             ph, pw = max(0, ch - sh), max(0, cw - sw)

@@ -1,4 +1,4 @@
-"""ADVENT (Vu et al., CVPR 2019; reference/uda-methods.md M2b): entropy-map adversarial alignment.
+"""ADVENT (Vu et al., CVPR 2019; official code: valeoai/ADVENT): entropy-map adversarial alignment.
 
 The discriminator (FCDiscriminator, core/methods/adversarial.py) sees the weighted self-information map
 ``I = -p log2 p / log2 C`` of the softmax upsampled to the *input image* size of each domain (the same
@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.methods.adversarial import DiscriminatorMixin, FCDiscriminator, entropy_map, up
+from core.methods.adversarial import DiscriminatorMixin, FCDiscriminator, entropy_map
 from core.methods.base import Method
+from core.models.segmentor import upsample
 
 SOURCE, TARGET = 0.0, 1.0
 
@@ -40,14 +41,14 @@ class AdvEnt(DiscriminatorMixin, Method):
         self.build_discriminator(ctx, FCDiscriminator(ctx.model.num_classes, self.ndf))
 
     def target_loss(self, ctx, batch, out):
-        d = self.frozen_d()(entropy_map(up(out.logits, batch["image"].shape[-2:])))
+        d = self.frozen_d()(entropy_map(upsample(out.logits, batch["image"].shape[-2:])))
         return {"adv_t": self.lambda_adv * _bce(d, SOURCE)}
 
     def adversary_step(self, ctx, batch_s, batch_t, out_s, out_t):
         if out_t is None:
             return {}
-        i_s = entropy_map(up(out_s.logits.detach().float(), batch_s["image"].shape[-2:]))
-        i_t = entropy_map(up(out_t.logits.detach().float(), batch_t["image"].shape[-2:]))
+        i_s = entropy_map(upsample(out_s.logits.detach().float(), batch_s["image"].shape[-2:]))
+        i_t = entropy_map(upsample(out_t.logits.detach().float(), batch_t["image"].shape[-2:]))
         return {"d_adv": self.d_update(ctx, lambda D: 0.5 * _bce(D(i_s), SOURCE) + 0.5 * _bce(D(i_t), TARGET))}
 
     def state_dict(self):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from core.methods.services import allreduce_grads, broadcast_module, eval_mode, set_requires_grad
 
@@ -75,10 +74,6 @@ def domain_targets(a: torch.Tensor, source: bool) -> torch.Tensor:
     """2C-channel soft domain labels: [a, 0] (source) or [0, a] (target)."""
     z = torch.zeros_like(a)
     return torch.cat([a, z], 1) if source else torch.cat([z, a], 1)
-
-
-def up(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def feat_channels(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""CRA (Cross-Region Adaptation, Wang et al., CVIU 2023; reference/uda-methods.md M10): split target
+"""CRA (Cross-Region Adaptation, Wang et al., CVIU 2023; official code: zhijiew/CRA): split target
 pixels into trusted and untrusted regions by entropy, self-train on the trusted ones and align the
 untrusted ones to the trusted ones with FADA's fine-grained discriminator.
 
@@ -36,9 +36,10 @@ from core.evaluate import predict_logits
 from core.acquisition.confidence import (CRA_ENT_THRESH, CRA_RARE_FACTOR, CRA_RARE_PCT, ClassEntropyStats,
                                          cra_trust_mask)
 from core.methods.adversarial import (DiscriminatorMixin, PixelDiscriminator, domain_targets, feat_channels,
-                                      soft_ce, soft_labels, up)
+                                      soft_ce, soft_labels)
 from core.methods.base import Method, StagePlan
 from core.methods.services import IGNORE, ema_teacher, eval_mode
+from core.models.segmentor import upsample
 
 
 def trust_masks(prob: torch.Tensor, class_thresholds) -> torch.Tensor:
@@ -95,14 +96,14 @@ class CRA(DiscriminatorMixin, Method):
     def target_loss(self, ctx, batch, out):
         pl = batch["pseudo"]
         size = batch["label"].shape[-2:]
-        logits = up(out.logits, size).float()
+        logits = upsample(out.logits, size).float()
         st_label = torch.where(pl.active, torch.full_like(pl.label, IGNORE), pl.label)
         if (st_label != IGNORE).any():
             st = F.cross_entropy(logits / self.T, st_label, ignore_index=IGNORE)
         else:
             st = logits.sum() * 0
         a = soft_labels(logits, self.T, self.clip)
-        d = up(self.frozen_d()(out.feat), size)
+        d = upsample(self.frozen_d()(out.feat), size)
         adv = soft_ce(d, domain_targets(a, source=True), ~pl.trusted)
         return {"st_t": self.lambda_st * st, "adv_t": self.lambda_adv * adv}
 
@@ -111,11 +112,11 @@ class CRA(DiscriminatorMixin, Method):
             return {}
         pl = batch_t["pseudo"]
         size = batch_t["label"].shape[-2:]
-        a = soft_labels(up(out_t.logits.detach().float(), size), self.T, self.clip)
+        a = soft_labels(upsample(out_t.logits.detach().float(), size), self.T, self.clip)
         f = out_t.feat.detach().float()
 
         def loss(D):
-            d = up(D(f), size)
+            d = upsample(D(f), size)
             return (0.5 * soft_ce(d, domain_targets(a, source=True), pl.trusted)
                     + 0.5 * soft_ce(d, domain_targets(a, source=False), ~pl.trusted))
         return {"d_adv": self.d_update(ctx, loss)}

@@ -1,4 +1,4 @@
-"""DACS (Tranheden et al., WACV 2021; reference/uda-methods.md M5): mean-teacher self-training with
+"""DACS (Tranheden et al., WACV 2021; official code: vikolss/DACS): mean-teacher self-training with
 ClassMix of source into target.
 
 Per iteration:
@@ -6,12 +6,12 @@ Per iteration:
    the un-augmented target image (the loop's ``make_pseudo_labels``); active labels override.
 2. ClassMix, image i of the source batch into image i of the target batch: ``M`` = pixels of half of
    the classes present in source label i (``ceil(n/2)`` of them, drawn at random; 255 is never a
-   class -- the reference draws from the whole batch and can pick 255, pitfall 4);
+   class -- the official code draws from the whole batch and can pick 255);
    ``x_m = M*x_s + (1-M)*x_t``, ``y_m = M*y_s + (1-M)*y_pl``, at the training crop size (the loop's
    crops give images and labels the same size; a label of another size is resized by nearest
    neighbour for the mix, and active pixels lost there are still supervised by ``ce_t``).
 3. Weights: 1 on source pixels; on target pixels one scalar per batch = the fraction of the batch's
-   pixels whose teacher max-probability exceeds 0.968 (pitfall 3); active-labelled target pixels
+   pixels whose teacher max-probability exceeds 0.968; active-labelled target pixels
    have weight 1 (their label, not the pseudo-label, is in ``y_m``).
 4. Strong augmentation of the mixed image only: colour jitter (brightness/contrast/saturation factors
    ~ U(1-s, 1+s), hue shift ~ U(-s, s) of a turn; s = 0.2 as DAFormer) with probability 0.8,

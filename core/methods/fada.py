@@ -1,4 +1,4 @@
-"""FADA (Wang et al., ECCV 2020; reference/uda-methods.md M2c): fine-grained (class-aware) adversarial
+"""FADA (Wang et al., ECCV 2020; official code: JDAI-CV/FADA): fine-grained (class-aware) adversarial
 alignment of segmentor features.
 
 A PixelDiscriminator on ``out.feat`` predicts 2C logits (C "source, class k" + C "target, class k"),
@@ -22,8 +22,9 @@ decoder feature the classifier reads (128-d at stride 4).
 from __future__ import annotations
 
 from core.methods.adversarial import (DiscriminatorMixin, PixelDiscriminator, domain_targets, feat_channels,
-                                      soft_ce, soft_labels, up)
+                                      soft_ce, soft_labels)
 from core.methods.base import Method
+from core.models.segmentor import upsample
 
 
 class FADA(DiscriminatorMixin, Method):
@@ -44,21 +45,21 @@ class FADA(DiscriminatorMixin, Method):
 
     def target_loss(self, ctx, batch, out):
         size = batch["image"].shape[-2:]
-        a_t = soft_labels(up(out.logits, size), self.T, self.clip)
-        d = up(self.frozen_d()(out.feat), size)
+        a_t = soft_labels(upsample(out.logits, size), self.T, self.clip)
+        d = upsample(self.frozen_d()(out.feat), size)
         return {"adv_t": self.lambda_adv * soft_ce(d, domain_targets(a_t, source=True))}
 
     def adversary_step(self, ctx, batch_s, batch_t, out_s, out_t):
         if out_t is None:
             return {}
         ss, st = batch_s["image"].shape[-2:], batch_t["image"].shape[-2:]
-        a_s = soft_labels(up(out_s.logits.detach().float(), ss), self.T, self.clip)
-        a_t = soft_labels(up(out_t.logits.detach().float(), st), self.T, self.clip)
+        a_s = soft_labels(upsample(out_s.logits.detach().float(), ss), self.T, self.clip)
+        a_t = soft_labels(upsample(out_t.logits.detach().float(), st), self.T, self.clip)
         f_s, f_t = out_s.feat.detach().float(), out_t.feat.detach().float()
 
         def loss(D):
-            return (0.5 * soft_ce(up(D(f_s), ss), domain_targets(a_s, source=True))
-                    + 0.5 * soft_ce(up(D(f_t), st), domain_targets(a_t, source=False)))
+            return (0.5 * soft_ce(upsample(D(f_s), ss), domain_targets(a_s, source=True))
+                    + 0.5 * soft_ce(upsample(D(f_t), st), domain_targets(a_t, source=False)))
         return {"d_adv": self.d_update(ctx, loss)}
 
     def state_dict(self):

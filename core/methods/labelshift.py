@@ -1,11 +1,11 @@
-"""Label-shift correction (Liu et al., CVPR 2022; reference/uda-methods.md M3): classifier
+"""Label-shift correction (Liu et al., CVPR 2022; official code: manmanjun/Undoing_UDA): classifier
 rectification (``cr``) and inference adjustment (``ia``).
 
 Priors (services.ClassStats): ``pi_s`` from the number of source images containing each class;
 ``pi_t`` estimated with the current model on the target pool (``estimate_target_prior``: image i
 contains c if ``log(mean_pixels exp(p_c)) > f_s[c]``, the source pixel frequency of c). Both are
 image counts +1 (a class seen in no image keeps a finite log prior) normalised to sum 1; the
-reference hard-codes GTA/Cityscapes counts, here they are recomputed per dataset (pitfall 10).
+reference code hard-codes GTA/Cityscapes counts; here they are recomputed per dataset.
 
 * ``ia``: ``adjust_logits(z) = z + log pi_t - log pi_s`` -- at test time (pass
   ``compose_adjust(methods)`` to ``evaluate(adjust=...)``) and on pseudo-labels during training

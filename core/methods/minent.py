@@ -1,4 +1,4 @@
-"""MinEnt (Vu et al., CVPR 2019; reference/uda-methods.md M2b): entropy minimisation on the target.
+"""MinEnt (Vu et al., CVPR 2019; official code: valeoai/ADVENT): entropy minimisation on the target.
 
 ``lambda_ent * mean_pixels sum_c I_c`` with ``I = -p log2 p / log2 C`` of the softmax at the label
 size. Paper default lambda_ent = 1e-3 (main output). On a small benchmark with few iterations that
@@ -8,8 +8,9 @@ minent.lambda_ent=0.1). A regulariser: it composes with every method. (The paper
 """
 from __future__ import annotations
 
-from core.methods.adversarial import entropy_map, up
+from core.methods.adversarial import entropy_map
 from core.methods.base import Method
+from core.models.segmentor import upsample
 
 
 def entropy_loss(logits):
@@ -24,4 +25,4 @@ class MinEnt(Method):
         self.lambda_ent = lambda_ent
 
     def target_loss(self, ctx, batch, out):
-        return {"ent_t": self.lambda_ent * entropy_loss(up(out.logits, batch["label"].shape[-2:]))}
+        return {"ent_t": self.lambda_ent * entropy_loss(upsample(out.logits, batch["label"].shape[-2:]))}

@@ -1,4 +1,4 @@
-"""RIPU's own losses (CVPR 2022), as the official code defines them (reference/ripu.md §3).
+"""RIPU's own losses (CVPR 2022), as the official code defines them (official code: BIT-DA/RIPU, train.py).
 
 - ``L_cr^s`` (weight 0.1, source): at semantic-boundary pixels of the source label (label Laplacian
   != 0 with zero padding, label != 255), the L1 distance between a pixel's softmax and the 3x3 mean

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from core.evaluate import predict_logits
+from core.models.segmentor import upsample
 
 IGNORE = 255
 
@@ -212,7 +212,7 @@ class PseudoLabel:
 
 def pseudo_from_logits(logits: torch.Tensor, active_label: torch.Tensor) -> PseudoLabel:
     logits = logits.detach().float()
-    prob = F.interpolate(logits, size=active_label.shape[-2:], mode="bilinear", align_corners=False).softmax(1)
+    prob = upsample(logits, active_label.shape[-2:]).softmax(1)
     label = prob.argmax(1)
     active = active_label != IGNORE
     label = torch.where(active, active_label, label)

@@ -1,4 +1,4 @@
-"""Source-only baseline (reference/uda-methods.md M1): the loop's own source CE (plus the active-label
+"""Source-only baseline (the papers' common DeepLabV2 baseline): the loop's own source CE (plus the active-label
 CE on the target when labels exist) and nothing else -- no hooks."""
 from core.methods.base import Method
 

@@ -1,2 +1,2 @@
-"""Segmentation models: a timm backbone + DeepLabV2 head (segmentor.py), local weight loading (weights.py)."""
-from core.models.segmentor import SegOut, Segmentor  # noqa: F401
+"""Segmentation models: a timm backbone + a head by name (segmentor.py), local weight loading (weights.py)."""
+from core.models.segmentor import FREEZE_SCOPES, HEADS, SegOut, Segmentor, upsample  # noqa: F401

@@ -36,6 +36,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class SegOut:
+    """What ``Segmentor.forward`` returns. ``logits``: float (B, num_classes, H/s, W/s), unnormalised
+    class scores at the head's stride s (deeplabv3plus 4, deeplabv2 the output stride); upsample them
+    (``upsample``) to the label size for a loss or a prediction. ``feat``: float (B, feat_channels,
+    H/s, W/s), the features the classifier reads (FADA/CRA discriminators, prototypes). ``extra``:
+    anything a head adds (empty for both heads)."""
     logits: torch.Tensor
     feat: torch.Tensor
     extra: dict = field(default_factory=dict)
@@ -107,7 +112,7 @@ class DeepLabV3PlusHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         low = self.low(feats[0])
-        x = F.interpolate(self.aspp(feats[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        x = upsample(self.aspp(feats[-1]), low.shape[-2:])
         feat = self.fuse(torch.cat([x, low], 1))
         return self.classifier(feat), feat
 
@@ -119,6 +124,12 @@ def known_backbones() -> list[str]:
     import timm
 
     return timm.list_models()
+
+
+def upsample(x: torch.Tensor, size) -> torch.Tensor:
+    """(B, C, h, w) float -> (B, C, *size): bilinear, align_corners=False, as the papers' code upsamples
+    logits and features. The one upsampling of scores in the project."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 # what does not train, by scope (Segmentor.freeze)

@@ -1,0 +1,40 @@
+"""The one way this project replaces a file: ``atomic_write``. Torch-free, so core, storage and the
+annotator all use it (a crash or a full disk leaves the previous file, never a half-written one)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once, so written files get ordinary permissions
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None], fsync: bool = True) -> Path:
+    """Replace ``path`` with ``data`` (bytes, or a function writing to a binary file object, e.g.
+    ``lambda f: np.savez(f, ...)`` or ``lambda f: torch.save(state, f)``): written to a temp file in
+    the same folder (created if missing), flushed and fsync'ed (``fsync=False`` for caches), then
+    moved into place with ``os.replace``. The temp file is removed on any failure; OSError
+    (ENOSPC, EACCES...) propagates for the caller to word. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
