@@ -28,7 +28,7 @@ def _epilog() -> str:
 
     w = max(map(len, [*REGISTRY, *STRATEGIES])) + 2
     methods = "\n".join(f"  {n:<{w}} {cls.summary}" for n, cls in REGISTRY.items())
-    strategies = "\n".join(f"  {n:<{w}} {text}" for n, text in STRATEGIES.items())
+    strategies = "\n".join(f"  {n:<{w}} {st.summary}" for n, st in STRATEGIES.items())
     return (f"{EPILOG}\nUDA methods (--method; join with '+' to train together, 'a>b' runs b as a post-hoc stage "
             f"after a, e.g. fada>cra):\n{methods}\n\nacquisition strategies (--strategy):\n{strategies}\n")
 

@@ -10,10 +10,51 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.data.base import DatasetError
+from core.data.cityscapes import Cityscapes
+from core.data.folder import ImageFolder
+from core.data.gta5 import GTA5
+from core.data.synthia import Synthia
 
-ROLE_KINDS = {"source": ("gta5", "synthia", "synthcity"), "target": ("cityscapes", "folder", "synthcity")}
-KINDS = ("gta5", "synthia", "cityscapes", "folder", "synthcity")
-_USAGE = "expected gta5:PATH, synthia:PATH, cityscapes:PATH, folder:PATH or synthcity"
+
+
+def _gta5(path, split, role, **kw):
+    return GTA5(path, **kw)
+
+
+def _synthia(path, split, role, **kw):
+    return Synthia(path, **kw)
+
+
+def _cityscapes(path, split, role, **kw):
+    return Cityscapes(path, split, **kw)
+
+
+def _folder(path, split, role, **kw):
+    return ImageFolder(path, split=split, **kw)
+
+
+def _synthcity(path, split, role, cache_dir=None, skip_bad=False, **kw):
+    """Generated (once, under ``path`` or ``cache_dir``) then read; ``seed``, ``size``, ``counts`` go to
+    the generator."""
+    from core.data.synthcity import SynthCity, ensure_synthcity   # the generator's modules load on use
+
+    gen = {k: kw.pop(k) for k in ("seed", "size", "counts") if k in kw}
+    root = ensure_synthcity(path if path is not None else cache_dir, **gen)
+    return SynthCity(root, role, split, **kw)
+
+
+# The registry by name: kind -> (roles it may take, constructor(path, split, **kw)). A new dataset
+# kind is one entry here; specs, roles and the CLI's help read it.
+DATASETS = {
+    "gta5": (("source",), _gta5),
+    "synthia": (("source",), _synthia),
+    "cityscapes": (("target",), _cityscapes),
+    "folder": (("target",), _folder),
+    "synthcity": (("source", "target"), _synthcity),
+}
+KINDS = tuple(DATASETS)
+ROLE_KINDS = {role: tuple(k for k, (roles, _) in DATASETS.items() if role in roles) for role in ("source", "target")}
+_USAGE = "expected " + ", ".join(f"{k}:PATH" for k in KINDS if k != "synthcity") + " or synthcity"
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
@@ -56,29 +97,9 @@ def build_dataset(spec: str, role: str, split: str = "train", cache_dir=None, sk
         if p.exists() and not p.is_dir():
             raise DatasetError(f"{p}: {kind} dataset path is not a folder")
         path = str(p)
-
-    if kind == "synthcity":
-        try:
-            from core.data.synthcity import SynthCity, ensure_synthcity
-        except ImportError as e:
-            raise DatasetError(f"the embedded synthcity dataset is not available ({e})") from None
-        gen = {k: kw.pop(k) for k in ("seed", "size", "counts") if k in kw}
-        root = ensure_synthcity(path if path is not None else cache_dir, **gen)
-        return SynthCity(root, role, split, **kw)
-
-    common = dict(cache_dir=cache_dir, skip_bad=skip_bad)
-    if kind == "gta5":
-        from core.data.gta5 import GTA5
-        ds = GTA5(path, **common, **kw)
-    elif kind == "synthia":
-        from core.data.synthia import Synthia
-        ds = Synthia(path, **common, **kw)
-    elif kind == "cityscapes":
-        from core.data.cityscapes import Cityscapes
-        ds = Cityscapes(path, split, **common, **kw)
-    else:
-        from core.data.folder import ImageFolder
-        ds = ImageFolder(path, split=split, **common, **kw)
+    ds = DATASETS[kind][1](path, split, role, cache_dir=cache_dir, skip_bad=skip_bad, **kw)
+    if kind == "synthcity":   # generated here: pairs match by construction
+        return ds
     ds.check_sizes(progress=progress)
     if validate:
         ds.validate(progress=progress, skip_bad=skip_bad)
