@@ -6,7 +6,9 @@ label space; with Shift it picks classes 11-20. Every class is also on the named
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import storage
 from core.data.labels import LabelSpace
 
 
@@ -24,47 +26,36 @@ def classes_config(space: LabelSpace) -> list[dict]:
             for i, c in enumerate(space.classes)]
 
 
+def set_aside(db, user: str, query_ids: list[int], kind: str, data: dict) -> str | None:
+    """Skip (or, with ``data["action"] == "flag"``, flag) queries that ``user`` holds, with
+    ``data["reason"]``; the error message when one of them is not theirs (nothing is changed then),
+    else None. Raises storage.StoreError / ValueError for bad input (the canvases report it)."""
+    reason = str(data.get("reason") or "").strip() or "no reason given"
+    mark = storage.flag if data.get("action") == "flag" else storage.skip
+    foreign = [q for q in query_ids if not storage.holds(db, q, user, kind)]
+    if foreign:
+        return f"{kind} queries {foreign} are not assigned to you (lease lost?)"
+    for q in query_ids:
+        mark(db, q, user, reason)
+    return None
+
+
 def with_config(js: str, config: dict) -> str:
     """Insert the JSON config into a canvas script (``__CONFIG__`` placeholder; no templating,
     so braces in the JS need no escaping)."""
     return js.replace("__CONFIG__", json.dumps(config, separators=(",", ":")))
 
 
-# JS shared by both canvases (inserted at the top of each js_on_load):
-# - helpers: base64 <-> bytes, key -> class, focus check;
-# - ONE document keydown listener for the whole page (guarded by a window flag, since
-#   js_on_load may run again on re-render) that forwards keys to the visible canvas's handler
-#   registered in window.__annotCanvases.
-JS_PRELUDE = r"""
-const __b64ToBytes = (s) => { const bin = atob(s); const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i); return out; };
-const __bytesToB64 = (u8) => { let s = ''; const CH = 0x8000;
-  for (let i = 0; i < u8.length; i += CH) s += String.fromCharCode.apply(null, u8.subarray(i, i + CH));
-  return btoa(s); };
-const __keyClass = (e, classes) => {
-  if (e.ctrlKey || e.metaKey || e.altKey) return null;
-  const m = /^(?:Digit|Numpad)(\d)$/.exec(e.code || '');
-  if (!m) return null;
-  const d = +m[1]; const pos = (d === 0 ? 9 : d - 1) + (e.shiftKey ? 10 : 0);
-  return pos < classes.length ? classes[pos].id : undefined;
-};
-window.__annotCanvases = window.__annotCanvases || {};
-if (!window.__annotKeysInstalled) {
-  window.__annotKeysInstalled = true;
-  document.addEventListener('keydown', (e) => {
-    const t = e.target;
-    if (t && t.closest && !t.closest('.annot-canvas')) {
-      const tag = (t.tagName || '').toUpperCase();
-      if (tag === 'TEXTAREA' || tag === 'SELECT' || t.isContentEditable) return;
-      if (tag === 'INPUT' && !['range', 'checkbox', 'radio', 'button'].includes((t.type || '').toLowerCase())) return;
-    }
-    for (const name of Object.keys(window.__annotCanvases)) {
-      const c = window.__annotCanvases[name];
-      if (c && c.root && c.root.isConnected && c.root.offsetParent !== null) {
-        if (c.onKey(e)) { e.preventDefault(); e.stopPropagation(); }
-        return;
-      }
-    }
-  }, true);
-}
-"""
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def static_text(name: str) -> str:
+    """A frontend file of annotator/static/ (HTML, CSS or JS), read once at import."""
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+# JS shared by both canvases (static/prelude.js, inserted at the top of each js_on_load): helpers
+# (base64 <-> bytes, key -> class, focus check) and ONE document keydown listener for the whole page
+# (guarded by a window flag, since js_on_load may run again on re-render) that forwards keys to the
+# visible canvas's handler registered in window.__annotCanvases.
+JS_PRELUDE = static_text("prelude.js")

@@ -124,7 +124,7 @@ def test_gta5_missing_label_and_folders(tmp_path):
     (tmp_path / "empty" / "labels").mkdir()
     with pytest.raises(DatasetError) as e:
         GTA5(tmp_path / "empty")
-    one_line_error(e, "images", "no *.png")
+    one_line_error(e, "images", "no images (*.png)")
     (tmp_path / "nolabels" / "images").mkdir(parents=True)
     with pytest.raises(DatasetError) as e:
         GTA5(tmp_path / "nolabels")

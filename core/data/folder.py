@@ -263,6 +263,14 @@ def list_files(folder: Path, exts: Iterable[str]) -> list[Path]:
                   and p.suffix.lower() in exts)
 
 
+def stems(folder: Path, what: str, exts=(".png",)) -> dict[str, Path]:
+    """``{stem: path}`` of the ``exts`` files in ``folder``; DatasetError naming the folder when none."""
+    found = {p.stem: p for p in list_files(folder, exts)}
+    if not found:
+        raise DatasetError(f"{folder}: no {what} ({', '.join('*' + e for e in exts)})")
+    return found
+
+
 def require_dir(path: Path, what: str) -> Path:
     if not path.exists():
         raise DatasetError(f"{path}: {what} not found")

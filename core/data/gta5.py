@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.folder import FileDataset, cityscapes_id_map, list_files, pair_by_stem, require_dir
-from core.data.base import DatasetError
+from core.data.folder import FileDataset, cityscapes_id_map, pair_by_stem, require_dir, stems
 from core.data.labels import CITYSCAPES19, LabelSpace
 
 
@@ -33,12 +32,8 @@ class GTA5(FileDataset):
         root = require_dir(Path(root), "GTA5 dataset")
         img_dir = require_dir(root / "images", "GTA5 images/ folder")
         lab_dir = require_dir(root / "labels", "GTA5 labels/ folder")
-        images = {p.stem: p for p in list_files(img_dir, (".png",))}
-        if not images:
-            raise DatasetError(f"{img_dir}: no *.png images")
-        labels = {p.stem: p for p in list_files(lab_dir, (".png",))}
-        if not labels:
-            raise DatasetError(f"{lab_dir}: no *.png label files")
+        images = stems(img_dir, "images")
+        labels = stems(lab_dir, "label files")
         items, problems = pair_by_stem(images, labels, lambda s: lab_dir / f"{s}.png")
         super().__init__(root, items, label_space, cityscapes_id_map(label_space, unknown_ids), size=size,
                          label_size=label_size, cache_dir=cache_dir, cache_format=cache_format,

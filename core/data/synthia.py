@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.base import DatasetError
-from core.data.folder import FileDataset, IdMap, Item, list_files, read_first_channel, require_dir
+from core.data.folder import FileDataset, IdMap, Item, list_files, read_first_channel, require_dir, stems
 from core.data.labels import CITYSCAPES19, SYNTHIA16
 
 # SYNTHIA class ids (GT/LABELS, first channel), with SYNTHIA's class names.
@@ -67,12 +67,8 @@ class Synthia(FileDataset):
             depth = depth_dir.is_dir()
         elif depth:
             require_dir(depth_dir, "SYNTHIA Depth/Depth folder (depth=True)")
-        images = {p.stem: p for p in list_files(img_dir, (".png",))}
-        if not images:
-            raise DatasetError(f"{img_dir}: no *.png images")
-        labels = {p.stem: p for p in list_files(lab_dir, (".png",))}
-        if not labels:
-            raise DatasetError(f"{lab_dir}: no *.png label files")
+        images = stems(img_dir, "images")
+        labels = stems(lab_dir, "label files")
         depths = {p.stem: p for p in list_files(depth_dir, (".png",))} if depth else {}
         items, problems = [], []
         for stem, img in images.items():
