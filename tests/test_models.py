@@ -96,3 +96,18 @@ def test_missing_and_mismatched_weight_files(tmp_path):
         Segmentor(19, weights=str(junk))
     with pytest.raises(WeightsError, match="no packaged weights"):
         Segmentor(19, backbone="resnet18")
+
+
+def test_weights_load_through_timm_and_normalisation_comes_from_the_pretrained_cfg(tmp_path, monkeypatch):
+    """A --weights file wrapped and prefixed as training scripts save it is normalised once into the
+    cache and loaded by timm (pretrained_cfg_overlay=dict(file=...)); mean/std are the backbone's own."""
+    monkeypatch.setenv("SEGSTUDIO_CACHE", str(tmp_path / "cache"))
+    ref = classifier_state_dict("efficientnet_lite0")
+    wrapped = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in ref.items()}}, wrapped)
+    seg = Segmentor(19, weights=str(wrapped))
+    assert torch.equal(seg.backbone.state_dict()["blocks.6.0.conv_pw.weight"], ref["blocks.6.0.conv_pw.weight"])
+    assert len(list((tmp_path / "cache" / "weights").glob("efficientnet_lite0-*.pth"))) == 1
+    assert seg.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+    tf = Segmentor(5, backbone="tf_efficientnet_lite0", weights=None)   # a port trained with other statistics
+    assert tf.mean.flatten().tolist() == [0.5, 0.5, 0.5] and tf.std.flatten().tolist() == [0.5, 0.5, 0.5]

@@ -169,17 +169,26 @@ class Segmentor(nn.Module):
             if 4 not in reductions:
                 raise ValueError(f"backbone {backbone} has no stride-4 feature for the {head} head")
             out_indices = (reductions.index(4), len(reductions) - 1)
-        self.backbone = timm.create_model(backbone, features_only=True, out_indices=out_indices,
-                                          output_stride=output_stride, pretrained=False)
-        if weights is not None:
-            from core.models.weights import load_backbone
+        kw = dict(features_only=True, out_indices=out_indices, output_stride=output_stride)
+        if weights is None:
+            self.backbone = timm.create_model(backbone, pretrained=False, **kw)
+        else:   # timm's own loading, from a local file (core.models.weights); nothing is downloaded
+            from core.models.weights import WeightsError, check_covers, weight_file
 
-            load_backbone(self.backbone, backbone, None if weights == "imagenet" else weights)
+            file = weight_file(backbone, None if weights == "imagenet" else weights)
+            try:
+                self.backbone = timm.create_model(backbone, pretrained=True,
+                                                  pretrained_cfg_overlay=dict(file=str(file)), **kw)
+            except RuntimeError as e:   # shape mismatch while loading
+                raise WeightsError(f"weight file does not fit backbone {backbone}: "
+                                   f"{str(e).splitlines()[-1].strip()}") from None
+            check_covers(self.backbone, file, backbone)
         self.head = HEADS[head](self.backbone.feature_info.channels(), num_classes, output_stride)
         self.num_classes = num_classes
         self.feat_channels = self.head.feat_channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        cfg = getattr(self.backbone, "pretrained_cfg", None) or {}   # the statistics the weights were trained with
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.get("std", IMAGENET_STD)).view(1, 3, 1, 1), persistent=False)
         self.frozen = "none"
         self.freeze(freeze)
 
