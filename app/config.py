@@ -3,8 +3,10 @@ with one clear line; the CLI prints it and exits 2)."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from core.fileio import plain_dict
 
 
 class ConfigError(ValueError):
@@ -178,7 +180,8 @@ class RunConfig:
                                  metavar="PATH")
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """JSON-ready values (core.fileio.plain_dict), as project.db stores the run's config."""
+        return plain_dict(self)
 
 
 # Named recipes: values that replace RunConfig's defaults (options given on the command line win).

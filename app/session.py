@@ -98,6 +98,26 @@ def train_seed(cfg: RunConfig) -> int:
 
 
 
+def score_and_pick(model, image: np.ndarray, labeled: np.ndarray, n: int, strategy: str, mode: str, radius: int,
+                   window=None, device="cpu", adjust=None, rng=None):
+    """Score one target image and pick ``n`` queries: the one acquisition step of the loop (and of the
+    benches). ``image`` uint8 (h, w, 3); ``labeled`` bool (H, W) at the label resolution (never picked
+    again). Returns (softmax float32 (C, H, W), core.acquisition.acquire's dict, picks): picks are
+    (y0, x0, y1, x1, score) boxes clipped to the image (RA, end-exclusive) or (y, x, score) (PA)."""
+    H, W = labeled.shape
+    prob = predict_logits(model, image, (H, W), window=window, device=device,
+                          adjust=adjust).softmax(0).cpu().numpy().astype(np.float32)
+    res = acquire(prob, labeled, n, strategy, mode, radius, rng=rng)
+    picks = []
+    for y, x in res["picks"]:
+        score = float(res["score"][y, x])
+        if mode == "region":
+            picks.append((max(0, y - radius), max(0, x - radius), min(H, y + radius + 1), min(W, x + radius + 1), score))
+        else:
+            picks.append((int(y), int(x), score))
+    return prob, res, picks
+
+
 def region_radius(cfg: RunConfig, mode: str) -> int:
     """Default radius: RA 8 (17x17 regions, labelable in the browser); PA 8 (suppression, impurity
     window 17x17 -- the official 32 at 1024x2048 scaled to the embedded 256x512)."""
@@ -280,21 +300,12 @@ class ActiveSession:
             s = self.target[i]
             H, W = s["label"].shape
             n = queries_per_round(self.budget, H, W, self.cfg.rounds, radius)[rnd - 1]
-            logits = predict_logits(self.model, s["image"], (H, W), window=self.cfg.infer_window, device=self.device,
-                                    adjust=self.adjust)
-            prob = logits.softmax(0).cpu().numpy().astype(np.float32)
             labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
             if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
                 labeled |= storage.answered_mask(self.db, s["name"], H, W)
-            rng = np.random.default_rng([train_seed(self.cfg), rnd, i])
-            res = acquire(prob, labeled, n, self.cfg.strategy, mode, radius, rng=rng)
-            picks = []
-            for y, x in res["picks"]:
-                if mode == "region":
-                    picks.append((max(0, y - radius), max(0, x - radius), min(H, y + radius + 1),
-                                  min(W, x + radius + 1), float(res["score"][y, x])))
-                else:
-                    picks.append((int(y), int(x), float(res["score"][y, x])))
+            prob, res, picks = score_and_pick(self.model, s["image"], labeled, n, self.cfg.strategy, mode, radius,
+                                              window=self.cfg.infer_window, device=self.device, adjust=self.adjust,
+                                              rng=np.random.default_rng([train_seed(self.cfg), rnd, i]))
             storage.add_queries(self.db, round_id, s["name"], mode, picks)
             stats.update(prob)
             np.savez_compressed(out / f"{s['name']}.npz", pred=prob.argmax(0).astype(np.uint8),

@@ -41,10 +41,10 @@ from core.data.synthcity import SynthCity, ensure_synthcity  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.config import RunConfig  # noqa: E402
-from app.session import region_radius  # noqa: E402
+from app.session import region_radius, score_and_pick  # noqa: E402
 
-from core.acquisition import acquire, queries_per_round  # noqa: E402
-from core.evaluate import evaluate, predict_logits  # noqa: E402
+from core.acquisition import queries_per_round  # noqa: E402
+from core.evaluate import evaluate  # noqa: E402
 from core.methods import build_methods, compose_adjust  # noqa: E402
 from core.models import Segmentor  # noqa: E402
 from core.train import TrainConfig, fit, load_checkpoint, resolve_device, run_stages  # noqa: E402
@@ -162,9 +162,8 @@ def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%"):
         gt = s["label"]
         H, W = gt.shape
         n = queries_per_round(budget, H, W, 1, radius)[0]
-        prob = predict_logits(model, s["image"], (H, W), window=RunConfig().infer_window,
-                              device=device).softmax(0).cpu().numpy()
-        newly = acquire(prob.astype(np.float32), np.zeros((H, W), bool), n, "ripu", "region", radius)["newly"]
+        newly = score_and_pick(model, s["image"], np.zeros((H, W), bool), n, "ripu", "region", radius,
+                               window=RunConfig().infer_window, device=device)[1]["newly"]
         masks[i] = np.where(newly, gt, 255).astype(np.uint8)
         labeled += int(newly.sum())
         total += gt.size

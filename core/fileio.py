@@ -1,7 +1,9 @@
-"""The one way this project replaces a file: ``atomic_write``. Torch-free, so core, storage and the
-annotator all use it (a crash or a full disk leaves the previous file, never a half-written one)."""
+"""The one way this project replaces a file (``atomic_write``) and dumps a config (``plain_dict``).
+Torch-free, so core, storage and the annotator all use it (a crash or a full disk leaves the previous
+file, never a half-written one)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -38,3 +40,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
             pass
         raise
     return path
+
+
+def plain_dict(config) -> dict:
+    """A dataclass config (RunConfig, TrainConfig) as a JSON-ready dict: tuples become lists. The one
+    config dump: what project.db's runs.config and every checkpoint's "config" hold."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}

@@ -12,7 +12,7 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.data.transforms import TrainView
-from core.fileio import atomic_write
+from core.fileio import atomic_write, plain_dict
 from core.models.segmentor import upsample
 from core.methods.services import make_pseudo_labels
 
@@ -261,11 +261,11 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         done = it + 1
         if ckpt is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done in (end, cfg.iterations)):
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,
-                                   "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
+                                   "methods": [m.state_dict() for m in methods], "config": plain_dict(cfg)})
     bar.close()
     if ckpt is not None and rank == 0 and not ckpt.exists():   # 0 iterations: the checkpoint still exists
         save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": start,
-                               "methods": [m.state_dict() for m in methods], "config": _plain(cfg)})
+                               "methods": [m.state_dict() for m in methods], "config": plain_dict(cfg)})
     if world > 1:   # BN running statistics of the head: rank 0's (DDP also broadcasts them at each forward)
         for buf in model.buffers():
             dist.broadcast(buf, 0)
@@ -274,10 +274,6 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
 
 def _no_labels(i: int, sample: dict) -> np.ndarray:
     return np.full(np.shape(sample["label"])[:2], 255, np.uint8)
-
-
-def _plain(cfg: TrainConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def run_stages(methods, model: nn.Module, source, target, cfg: TrainConfig, target_labels=None,
