@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy as np
 from annotator.provider import BaseProvider, ProviderError
 from core.acquisition.confidence import cra_untrusted_from_entropy
 from core.data.folder import resize_image
+
+FINISH_GRACE_S = 3.0   # seconds the annotator stays up after "Finish round" (closing at once drops its reply)
 
 
 class SessionProvider(BaseProvider):
@@ -81,6 +84,7 @@ def serve(session, rnd: int, round_id: int, host: str = "127.0.0.1", port: int =
         try:
             while not finished.wait(1.0):
                 pass
+            time.sleep(FINISH_GRACE_S)   # let "Finish round"'s reply reach the page before the server stops
         finally:
             demo.close()
     return demo

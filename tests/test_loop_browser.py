@@ -1,15 +1,58 @@
-"""The loop with a human in the browser: `launch.py` (no --oracle) opens the annotator after round
-1's selection and prints its URL; a region is accepted in the browser, "Finish round" lets the loop
-retrain, and the run ends with the label in SQLite and in the per-round table."""
+"""The loop with a human in the browser, on projects that `launch.py` itself made (no --oracle).
+
+Four real runs (tiny sizes), each stopped where the loop waits for people, with the annotator open:
+
+- ``ra``      embedded data, ``--budget 2.2%`` (region queries)
+- ``pa``      embedded data, ``--budget 40px`` (pixel queries)
+- ``folder``  a GTA5-layout source and a ``folder:`` target with its own ``classes.json`` (5 classes)
+- ``round2``  ``--rounds 2``: round 1's queries answered through storage (the model's prediction, as
+              "accept as-is" would), "Finish round" pressed in the browser, the loop retrains and
+              opens the annotator again for round 2
+
+On each, one query is answered with the keyboard and every tab (Regions, Pixels, Review, Round) is
+opened; the test fails on an error toast (even one that has gone again), Gradio's "Error"
+placeholder, a header stuck at "Loading…", a canvas error line, a console error, or a traceback in
+the run's log. On ``ra``, "Finish round" then lets the loop retrain and end.
+
+Projects are module-scoped and built one after the other (pytest finishes one before it starts the
+next), so one run at a time holds the CPU.
+"""
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 ROOT = Path(__file__).resolve().parents[1]
+SYNTH = ["--synth-size", "64x128", "--synth-counts", "6,3,3", "--crop", "64x128"]
+TINY = ["--output-stride", "16", "--iterations", "2", "--round-iterations", "2", "--device", "cpu"]
+FOLDER_CLASSES = ["road", "building", "vegetation", "sky", "car"]
+TABS = ("Regions", "Pixels", "Review", "Round")
+# what each project's header/Round tab must say, and the tab that has its work
+EXPECT = {
+    "ra": {"round": 1, "budget": "2.2% of pixels", "kind": "region"},
+    "pa": {"round": 1, "budget": "40 px per image", "kind": "pixel"},
+    "folder": {"round": 1, "budget": "2.2% of pixels", "kind": "region"},
+    "round2": {"round": 2, "budget": "2.2% of pixels", "kind": "region"},
+}
+# records every error toast as it appears (they can vanish before a check would see them)
+TOAST_RECORDER = """
+if (!window.__errorToasts) {
+  window.__errorToasts = [];
+  new MutationObserver(() => {
+    document.querySelectorAll('.toast-body.error').forEach((t) => {
+      if (!t.__seen) { t.__seen = true; window.__errorToasts.push(t.innerText); }
+    });
+  }).observe(document, {childList: true, subtree: true});
+}
+"""
 
 
 def _free_port() -> int:
@@ -18,62 +61,239 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_launch_opens_annotator_and_finish_round_retrains(tmp_path, page):
+@dataclass
+class Project:
+    name: str
+    workdir: Path
+    log: Path
+    proc: subprocess.Popen
+    url: str = ""
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_annotator(self, rnd: int, timeout: float = 300) -> str:
+        want = f"Annotator for round {rnd} is open at"
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            for line in self.text().splitlines():
+                if want in line:
+                    self.url = line.split(" at ", 1)[1].split()[0]
+                    return self.url
+            time.sleep(0.3)
+        raise AssertionError(f"{self.name}: no '{want}' (exit code {self.proc.poll()}):\n{self.text()[-3000:]}")
+
+
+def _start(tmp: Path, name: str, args: list[str], cache: Path) -> Project:
     port = _free_port()
-    w = tmp_path / "w"
-    env = {**os.environ, "SEGSTUDIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2",
-           "PYTHONUNBUFFERED": "1"}
-    args = ["--synth-size", "64x128", "--synth-counts", "6,3,3", "--crop", "64x128", "--output-stride", "16",
-            "--iterations", "2", "--round-iterations", "2", "--rounds", "1", "--device", "cpu",
-            "--workdir", str(w), "--port", str(port)]
-    log = open(tmp_path / "launch.log", "w+")
-    p = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], env=env, stdout=log,
-                         stderr=subprocess.STDOUT)
+    w = tmp / "w"
+    env = {**os.environ, "SEGSTUDIO_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tmp / "launch.log"
+    with open(log, "w") as f:
+        p = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, *TINY, "--workdir", str(w),
+                              "--port", str(port)], env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    proj = Project(name, w, log, p)
+    proj.url = f"http://127.0.0.1:{port}/"
+    return proj
+
+
+def _answer_from_prediction(workdir: Path, rnd: int, annotator: str = "script") -> int:
+    """Answer every open query of round ``rnd`` through the product's storage API with the model's
+    cached prediction (what "accept as-is" stores); returns the count."""
+    import storage
+
+    db = storage.open_store(workdir, create=False)
     try:
-        url = None
-        deadline = time.time() + 300
-        while url is None and time.time() < deadline and p.poll() is None:
-            time.sleep(0.5)
-            for line in (tmp_path / "launch.log").read_text(errors="replace").splitlines():
-                if "Annotator for round 1 is open at" in line:
-                    url = line.split(" at ", 1)[1].split()[0]
-        assert url == f"http://127.0.0.1:{port}/", (tmp_path / "launch.log").read_text()[-3000:]
-        console_errors = []
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-        page.goto(url)
-        root = page.locator("#region-canvas .ra-root")
-        page.wait_for_function("() => document.querySelector('#region-canvas .ra-root')?.dataset.state === 'ready'",
-                               timeout=60_000)
-        # the page the real loop made shows no error anywhere (the budget '2.2%' once broke the header
-        # and the Round tab of this very project): every tab, no error toast, header settled
-        for tab in ("Pixels", "Review", "Round", "Regions"):
-            page.get_by_role("tab", name=tab).click()
-            page.wait_for_timeout(1500)
-        page.wait_for_function("() => !document.querySelector('#annot-header')?.innerText.includes('Loading')",
-                               timeout=30_000)
-        assert "2.2% of pixels" in page.locator("#annot-header").inner_text()
-        assert page.locator(".toast-body.error").count() == 0, page.locator(".toast-body.error").all_inner_texts()
-        assert page.get_by_text("Error", exact=True).count() == 0      # Gradio's failed-output placeholder
-        assert not [e for e in console_errors if "favicon" not in e], console_errors
-        qid = int(root.get_attribute("data-qid"))
-        page.keyboard.press("a")    # accept the model's prediction as the label of this region
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            con = sqlite3.connect(w / "project.db", timeout=5)
-            status = con.execute("SELECT status FROM queries WHERE id = ?", [qid]).fetchone()[0]
-            con.close()
-            if status == "done":
-                break
-            time.sleep(0.2)
-        assert status == "done"
-        page.get_by_role("tab", name="Round").click()
-        page.locator("#finish-round").click()
-        assert p.wait(timeout=300) == 0, (tmp_path / "launch.log").read_text()[-3000:]
+        rows = list(db.query(
+            "SELECT q.id, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, i.name FROM queries q JOIN images i "
+            "ON i.id = q.image JOIN rounds r ON r.id = q.round WHERE r.idx = ? AND q.status IN ('pending', 'leased') "
+            "ORDER BY q.id", [rnd]))
+        for q in rows:
+            with np.load(workdir / "cache" / f"round{rnd}" / f"{q['name']}.npz") as z:
+                pred = z["pred"]
+            if q["kind"] == "region":
+                storage.save_label(db, q["id"], annotator, patch=pred[q["y0"]:q["y1"], q["x0"]:q["x1"]], ms=1000)
+            else:
+                storage.save_label(db, q["id"], annotator, point_class=int(pred[q["y"], q["x"]]), ms=1000)
+        return len(rows)
     finally:
-        if p.poll() is None:
-            p.kill()
-        log.close()
-    out = (tmp_path / "launch.log").read_text()
+        db.close()
+
+
+def _press_finish_round(page) -> str:
+    """Press "Finish round" on the Round tab; returns the reply shown to the annotator, which must
+    arrive before the loop stops the server to retrain (no error toast on the way)."""
+    page.evaluate("() => {" + TOAST_RECORDER + "window.__errorToasts.length = 0; }")
+    page.get_by_role("tab", name="Round").click()
+    page.locator("#finish-round").click()
+    try:
+        page.wait_for_function("() => (document.querySelector('#round-status')?.innerText || '').includes('retrain')"
+                               " || window.__errorToasts.length", timeout=30_000)
+    finally:
+        toasts = page.evaluate("window.__errorToasts")
+    assert not toasts, f"'Finish round' got an error instead of its reply: {toasts}"
+    return page.locator("#round-status").inner_text()
+
+
+def _finish_round(browser, url: str) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        _press_finish_round(page)
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def project(request, tmp_path_factory, cache, browser):
+    """A run of launch.py waiting in its annotator (see the module docstring); killed at teardown."""
+    name = request.param
+    tmp = tmp_path_factory.mktemp(name)
+    if name == "ra":
+        args = [*SYNTH, "--budget", "2.2%", "--rounds", "1"]
+    elif name == "pa":
+        args = [*SYNTH, "--budget", "40px", "--rounds", "1", "--region-radius", "2"]
+    elif name == "folder":
+        from tests.fixtures_datasets import make_folder, make_gta5
+
+        gta = make_gta5(tmp / "gta5", n=4, size=(40, 72))
+        folder = make_folder(tmp / "team", n=3, classes=FOLDER_CLASSES, size=(64, 128))
+        args = ["--source", f"gta5:{gta}", "--source-size", "40x72", "--target", f"folder:{folder}",
+                "--crop", "32x64", "--budget", "2.2%", "--rounds", "1", "--region-radius", "2"]
+    elif name == "round2":
+        args = [*SYNTH, "--budget", "2.2%", "--rounds", "2", "--region-radius", "2"]
+    else:
+        raise ValueError(name)
+    proj = _start(tmp, name, args, cache)
+    try:
+        proj.wait_for_annotator(1)
+        if name == "round2":
+            assert _answer_from_prediction(proj.workdir, 1) > 0
+            _finish_round(browser, proj.url)
+            proj.wait_for_annotator(2)
+        yield proj
+    finally:
+        if proj.proc.poll() is None:
+            proj.proc.kill()
+            proj.proc.wait()
+
+
+def _open(page, url):
+    """Open the annotator with console errors and error toasts recorded; returns the console list."""
+    console_errors = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console_errors.append(f"uncaught: {e}"))
+    page.add_init_script(TOAST_RECORDER)
+    page.goto(url)
+    return console_errors
+
+
+def _canvas_settled(page, kind: str, timeout=60_000):
+    root = "#region-canvas .ra-root" if kind == "region" else "#pixel-canvas .pa-root"
+    page.wait_for_function(f"() => ['ready', 'empty'].includes(document.querySelector('{root}')?.dataset.state)",
+                           timeout=timeout)
+    return page.locator(root)
+
+
+def _header(page) -> str:
+    try:
+        page.wait_for_function("() => { const h = document.querySelector('#annot-header');"
+                               " return h && h.innerText.trim() && !h.innerText.includes('Loading'); }", timeout=30_000)
+    except PlaywrightTimeout:
+        pass
+    text = page.locator("#annot-header").inner_text()
+    assert text.strip() and "Loading" not in text, \
+        f"header stuck at {text!r}; error toasts: {page.evaluate('window.__errorToasts')}"
+    return text
+
+
+def assert_no_errors(page, project: Project, console_errors: list[str]) -> None:
+    page.wait_for_timeout(500)   # let late responses land
+    toasts = page.evaluate("window.__errorToasts || []") + page.locator(".toast-body.error").all_inner_texts()
+    assert not toasts, f"{project.name}: error toast(s): {toasts}"
+    assert page.get_by_text("Error", exact=True).count() == 0, f"{project.name}: Gradio 'Error' placeholder"
+    assert "Loading" not in page.locator("#annot-header").inner_text(), f"{project.name}: header stuck at Loading…"
+    canvas_errors = [t for t in page.locator(".ra-msg.err, .pa-msg.err").all_inner_texts() if t.strip()]
+    assert not canvas_errors, f"{project.name}: canvas error line(s): {canvas_errors}"
+    assert not [e for e in console_errors if "favicon" not in e], f"{project.name}: console errors {console_errors}"
+    assert "Traceback" not in project.text(), f"{project.name}: traceback in the run's log:\n{project.text()[-3000:]}"
+
+
+@pytest.mark.parametrize("project", list(EXPECT), indirect=True)
+def test_every_tab_of_a_project_the_loop_made(project, page):
+    exp = EXPECT[project.name]
+    console_errors = _open(page, project.url)
+    header = _header(page)
+    assert f"Round {exp['round']}" in header and exp["budget"] in header, header
+    # answer one query with the keyboard, in the tab that has this round's work
+    page.get_by_role("tab", name="Regions" if exp["kind"] == "region" else "Pixels").click()
+    root = _canvas_settled(page, exp["kind"])
+    assert root.get_attribute("data-state") == "ready", f"{project.name}: no {exp['kind']} query shown"
+    if exp["kind"] == "region":
+        page.keyboard.press("a")        # accept the prediction
+        page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.saved === '1'",
+                               timeout=30_000)
+    else:
+        page.keyboard.press("1")        # the first class for the current point
+        page.wait_for_function("() => +document.querySelector('#pixel-canvas .pa-root').dataset.acked >= 1",
+                               timeout=30_000)
+    page.wait_for_function("() => /your labels: 1\\b/.test(document.querySelector('#annot-header').innerText)",
+                           timeout=30_000)
+    for tab in TABS:
+        page.get_by_role("tab", name=tab).click()
+        if tab in ("Regions", "Pixels"):
+            _canvas_settled(page, "region" if tab == "Regions" else "pixel")
+        elif tab == "Review":      # the label just made, with its preview
+            page.locator("#review-refresh").click()
+            cell = page.locator("#review-table [role=gridcell]").first
+            cell.wait_for(timeout=30_000)
+            cell.click()
+            page.wait_for_function("() => (document.querySelector('#review-info')?.innerText || '').includes('Label ')",
+                                   timeout=30_000)
+            assert page.locator("#review-preview img").count() == 1
+            assert f"{exp['kind']} query" in page.locator("#review-info").inner_text()
+        else:
+            page.locator("#round-refresh").click()
+            try:        # the text from page load said "Labeled 0/..."
+                page.wait_for_function("() => (document.querySelector('#round-progress')?.innerText || '')"
+                                       ".includes('Labeled 1/')", timeout=30_000)
+            finally:
+                text = page.locator("#round-progress").inner_text()
+            assert f"Round {exp['round']}" in text and exp["budget"] in text and "Labeled 1/" in text, text
+    if project.name == "folder":   # the folder's classes.json is the label space, in the browser too
+        names = page.locator("#region-canvas .ra-palette .ra-name").all_inner_texts()
+        assert names == [*FOLDER_CLASSES, "void"], names
+    assert_no_errors(page, project, console_errors)
+
+
+@pytest.mark.parametrize("project", ["ra"], indirect=True)
+def test_launch_opens_annotator_and_finish_round_retrains(project, page):
+    """A region accepted in the browser, "Finish round" lets the loop retrain; the run ends with the
+    label in SQLite and in the per-round table."""
+    w, p = project.workdir, project.proc
+    console_errors = _open(page, project.url)
+    root = _canvas_settled(page, "region")
+    qid = int(root.get_attribute("data-qid"))
+    page.keyboard.press("a")    # accept the model's prediction as the label of this region
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        con = sqlite3.connect(w / "project.db", timeout=5)
+        status = con.execute("SELECT status FROM queries WHERE id = ?", [qid]).fetchone()[0]
+        con.close()
+        if status == "done":
+            break
+        time.sleep(0.2)
+    assert status == "done"
+    assert_no_errors(page, project, console_errors)
+    assert "retraining" in _press_finish_round(page)
+    assert p.wait(timeout=300) == 0, project.text()[-3000:]
+    out = project.text()
     assert "| round | labeled pixels (% of target) | mIoU | seconds |" in out
     con = sqlite3.connect(w / "project.db")
     assert con.execute("SELECT annotator FROM labels l JOIN queries q ON q.id = l.query WHERE q.id = ?",
