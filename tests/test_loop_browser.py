@@ -177,6 +177,9 @@ def project(request, tmp_path_factory, cache, browser):
             assert _answer_from_prediction(proj.workdir, 1) > 0
             _finish_round(browser, proj.url)
             proj.wait_for_annotator(2)
+            con = sqlite3.connect(proj.workdir / "project.db", timeout=5)
+            assert con.execute("SELECT count(*) FROM steps WHERE name = 'round1.train'").fetchone()[0] == 1
+            con.close()
         yield proj
     finally:
         if proj.proc.poll() is None:
