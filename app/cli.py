@@ -5,6 +5,7 @@ User mistakes print one line ``error: ...`` on stderr and exit with code 2 (no t
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from dataclasses import fields
@@ -138,10 +139,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     from core.data.labels import LabelSpaceError
     from core.acquisition import BudgetError
     from core.models.weights import WeightsError
+    from core.train import CheckpointError
     from annotator.context import AnnotatorError
     from storage import StoreError
 
-    return ConfigError, DatasetError, LabelSpaceError, WeightsError, BudgetError, StoreError, AnnotatorError
+    return (ConfigError, DatasetError, LabelSpaceError, WeightsError, BudgetError, StoreError, AnnotatorError,
+            CheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg, given=given_options(args))
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:   # damage found after opening (open_store checks the pages it can)
+        print(f"error: the project database is damaged ({e}); restore project.db from a backup (see README, "
+              "Backups)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; continue with --resume", file=sys.stderr)

@@ -9,7 +9,7 @@ from app.annotate import serve
 from app.config import ConfigError
 from app.session import reopen
 from core.evaluate import predict_logits
-from core.train import load_checkpoint
+from core.train import CheckpointError, load_checkpoint
 
 
 def annotate_only(workdir: str, cache_dir: str | None, host="127.0.0.1", port=7860, auth=None, users_file=None):
@@ -36,7 +36,11 @@ def export_run(workdir: str, out: str, dense: bool = False, threshold: float = 0
         ck = storage.latest_checkpoint(s.db, s.run_id)
         if ck is None:
             raise ConfigError("--dense needs a trained model, and this run has no checkpoint yet")
-        s.model.load_state_dict(load_checkpoint(ck["path"])["model"])
+        try:
+            s.model.load_state_dict(load_checkpoint(s.checkpoint_path(ck["step"]))["model"])
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}: --dense needs the final model; delete it and run the loop with --resume "
+                                  f"to retrain {ck['step']}") from None
         s.model.to(s.device).eval()
         index = {n: i for i, n in enumerate(s.target.names)}
 

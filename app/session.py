@@ -28,7 +28,8 @@ from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
 from core.methods import build_methods, compose_adjust
 from core.models import Segmentor
-from core.train import TrainConfig, fit, load_checkpoint, resolve_device, run_stages, save_checkpoint
+from core.train import (CheckpointError, TrainConfig, fit, load_checkpoint, resolve_device, run_stages,
+                        save_checkpoint)
 
 
 def load_data(cfg: RunConfig):
@@ -238,18 +239,40 @@ class ActiveSession:
             print(f"note: the target val split of {self.cfg.target} has no masks, so mIoU cannot be measured "
                   "(shown as nan)")
 
+    def checkpoint_path(self, step: str) -> Path:
+        """The checkpoint of a training step: ours live in workdir/checkpoints (found there even when the
+        workdir was moved); the warm-up of an --init run is that file."""
+        row = storage.latest_checkpoint(self.db, self.run_id, step)
+        if step == "warmup" and row is not None and Path(row["path"]).name != "warmup.pt":
+            return Path(row["path"])
+        return self.ckpt_dir / f"{step.split('.')[0]}.pt"
+
+    def _load(self, step: str) -> bool:
+        """Load a finished training step's weights; False when its checkpoint is gone (our own: the step
+        is forgotten, so it is trained again). CheckpointError (one line, with the fix) when damaged."""
+        path = self.checkpoint_path(step)
+        if not path.exists():
+            if step == "warmup" and self.cfg.init:
+                raise ConfigError(f"cannot resume: the --init checkpoint {path} is gone")
+            print(f"note: {path} is gone; {step} is trained again")
+            storage.unmark_step(self.db, self.run_id, step)
+            storage.unmark_step(self.db, self.run_id, "round0.eval" if step == "warmup" else
+                                step.replace(".train", ".eval"))
+            return False
+        try:
+            self.model.load_state_dict(load_checkpoint(path)["model"])
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}: delete it and run with --resume, and {step} is trained again") from None
+        return True
+
     def warmup(self):
         ck = self.ckpt_dir / "warmup.pt"
+        if self.done("warmup") and not any(self.done(f"round{r}.train") for r in range(1, self.cfg.rounds + 1)):
+            self._load("warmup")        # a finished round's checkpoint is loaded by resume_model() instead
         if self.done("warmup"):
-            row = storage.latest_checkpoint(self.db, self.run_id, "warmup")   # ours, or the --init file
-            path = Path(row["path"]) if row else ck
-            if path.exists():
-                self.model.load_state_dict(load_checkpoint(path)["model"])
-            elif not self.done("round1.train"):
-                raise ConfigError(f"cannot resume: the warm-up checkpoint {path} is gone")
-            # else: a finished round's checkpoint is loaded by resume_model()
+            pass
         elif self.cfg.init:   # loaded (and checked) by setup()
-            storage.add_checkpoint(self.db, self.run_id, "warmup", str(self.cfg.init))
+            storage.add_checkpoint(self.db, self.run_id, "warmup", str(Path(self.cfg.init).resolve()))
             self.mark("warmup")
         else:
             fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
@@ -329,8 +352,7 @@ class ActiveSession:
     def retrain(self, rnd: int) -> None:
         step = f"round{rnd}.train"
         ck = self.ckpt_dir / f"round{rnd}.pt"
-        if self.done(step):
-            self.model.load_state_dict(load_checkpoint(ck)["model"])
+        if self.done(step) and self._load(step):
             return
         masks = {}
         for i, name in enumerate(self.target.names):
@@ -349,11 +371,14 @@ class ActiveSession:
         self.mark(step)
 
     def resume_model(self) -> None:
-        """Load the newest completed training step's weights (warm-up or a round)."""
+        """Load the newest completed training step's weights (a round, else the warm-up). A round whose
+        checkpoint is gone is trained again (its step is forgotten, the one before it is loaded)."""
         for rnd in range(self.cfg.rounds, 0, -1):
-            if self.done(f"round{rnd}.train"):
-                self.model.load_state_dict(load_checkpoint(self.ckpt_dir / f"round{rnd}.pt")["model"])
+            if self.done(f"round{rnd}.train") and self._load(f"round{rnd}.train"):
                 return
+        if self.done("warmup") and any(self.done(f"round{r}.score") for r in range(1, self.cfg.rounds + 1)):
+            if not self._load("warmup"):
+                raise ConfigError("the warm-up checkpoint is gone as well as the rounds' ones: start a new run")
 
     def rounds(self) -> None:
         rows = []
@@ -454,4 +479,5 @@ def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
     if s.budget is not None:
         s.rounds()
     storage.set_run_status(s.db, s.run_id, "done")
+    storage.checkpoint_wal(s.db)     # project.db alone holds the finished run
     return s

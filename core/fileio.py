@@ -13,12 +13,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once, so written files get ordinary permissions
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None], fsync: bool = True) -> Path:
-    """Replace ``path`` with ``data`` (bytes, or a function writing to a binary file object, e.g.
-    ``lambda f: np.savez(f, ...)`` or ``lambda f: torch.save(state, f)``): written to a temp file in
-    the same folder (created if missing), flushed and fsync'ed (``fsync=False`` for caches), then
-    moved into place with ``os.replace``. The temp file is removed on any failure; OSError
-    (ENOSPC, EACCES...) propagates for the caller to word. Returns the path."""
+def stage(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None], fsync: bool = True) -> Path:
+    """Write ``data`` (bytes, or a function writing to a binary file object) to a new temp file next to
+    ``path`` (the folder is created if missing), flushed and fsync'ed (``fsync=False`` for caches);
+    returns the temp file's path, for ``os.replace(tmp, path)`` -- now (``atomic_write``) or once a
+    whole set of files is staged. The temp file is removed on any failure; OSError propagates."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
@@ -32,6 +31,22 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return Path(tmp)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None], fsync: bool = True) -> Path:
+    """Replace ``path`` with ``data``: ``stage`` then ``os.replace``, so a crash or a full disk leaves
+    the previous file or none, never a half-written one. OSError (ENOSPC, EACCES...) propagates for the
+    caller to word. Returns the path."""
+    path = Path(path)
+    tmp = stage(path, data, fsync)
+    try:
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -135,8 +135,25 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or cannot be read (truncated, empty, not a checkpoint): one line
+    naming the file."""
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint dict at ``path`` (CPU tensors). Raises CheckpointError naming the file when it is
+    missing or unreadable (truncated by a crash, empty, another file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - EOFError, RuntimeError (zip), UnpicklingError...
+        raise CheckpointError(f"checkpoint {path} is damaged ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:80] if str(e) else 'unreadable'})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of this studio (no 'model' state)")
+    return state
 
 
 def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=None, methods=(),
@@ -171,7 +188,11 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt)
+        try:
+            state = load_checkpoint(ckpt)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}: delete it and run again (with --resume), and this step is retrained "
+                                  "from its start") from None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         for m, ms in zip(methods, state.get("methods", [])):

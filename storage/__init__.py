@@ -11,34 +11,40 @@ numpy + sqlite-utils (+ cv2 for PNG); never imports torch.
 - ``storage.exporter`` Cityscapes-layout masks + manifest
 """
 from storage.db import (
-    DB_NAME, MIGRATIONS, SCHEMA_VERSION, InvalidInput, LeaseError, StoreError, immediate, integrity_ok,
-    open_store, schema_version,
+    DB_NAME, MIGRATIONS, SCHEMA_VERSION, InvalidInput, LeaseError, StoreError, checkpoint_wal, immediate,
+    integrity_ok, open_store, schema_version,
 )
 from storage.exporter import atomic_write, export, safe_stem
 from storage.labels import (
-    annotator_stats, answer_of, answered_mask, decode_patch, encode_patch, get_label, image_labels, image_points,
+    AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, encode_patch, get_label,
+    image_labels, image_points,
     label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
+    submit_label,
 )
 from storage.queue import (
     add_images, add_queries, add_round, available_queries, current_round, flag, get_image, get_query, get_round,
-    holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, open_queries,
+    holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, lease_query,
+    open_queries,
     pending_count, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
 )
 from storage.runs import (
     add_checkpoint, add_metric, last_run, latest_checkpoint, mark_step, metrics_table, set_run_config,
-    set_run_status, start_run, step_done,
+    set_run_status, start_run, step_done, unmark_step,
 )
 
 __all__ = [
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
-    "integrity_ok", "open_store", "schema_version",
+    "checkpoint_wal", "integrity_ok", "open_store", "schema_version",
     "atomic_write", "export", "safe_stem",
-    "annotator_stats", "answer_of", "answered_mask", "decode_patch", "encode_patch", "get_label", "image_labels",
+    "AnswerRefused", "annotator_stats", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
+    "encode_patch", "get_label", "image_labels",
     "image_points", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
+    "submit_label",
     "add_images", "add_queries", "add_round", "available_queries", "current_round", "flag", "get_image",
     "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",
-    "lease_image", "lease_next", "open_queries", "pending_count", "query_kinds", "release", "renew", "requeue",
+    "lease_image", "lease_next", "lease_query", "open_queries", "pending_count", "query_kinds", "release", "renew",
+    "requeue",
     "round_progress", "set_round_status", "skip", "target_pixels",
     "add_checkpoint", "add_metric", "last_run", "latest_checkpoint", "mark_step", "metrics_table",
-    "set_run_config", "set_run_status", "start_run", "step_done",
+    "set_run_config", "set_run_status", "start_run", "step_done", "unmark_step",
 ]

@@ -280,7 +280,7 @@ def open_store(workdir: str | os.PathLike, create: bool = True) -> Database:
 def _describe(path: Path, e: sqlite3.Error) -> str:
     msg = str(e)
     if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
-        return f"{path} is not a valid project database (corrupt or not SQLite): {msg}"
+        return f"{path} is damaged or not a project database ({msg}); restore project.db from a backup"
     if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
         return f"{path} cannot be written (read-only file or directory?): {msg}"
     if "locked" in msg or "busy" in msg:
@@ -301,6 +301,10 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     if version < len(MIGRATIONS):
         _migrate(conn, path)
+    if tables:   # an existing project: a damaged page fails here, with one line, not at first use
+        bad = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if bad != "ok":
+            raise StoreError(f"{path} is damaged ({bad}); restore project.db from a backup (see README, Backups)")
 
 
 def _check_ours(path: Path, version: int, tables: set[str], conn: sqlite3.Connection) -> None:
@@ -341,6 +345,13 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 def schema_version(db: Database) -> int:
     """The schema version stored in the database (``PRAGMA user_version``)."""
     return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def checkpoint_wal(db: Database) -> None:
+    """Copy SQLite's write-ahead log into project.db (``PRAGMA wal_checkpoint(PASSIVE)``: never waits
+    for readers), so project.db alone holds every completed step; called at each step boundary and
+    when a run ends."""
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def integrity_ok(db: Database) -> bool:

@@ -5,9 +5,10 @@ Cityscapes does): ``<stem>_gtFine_labelTrainIds.png`` (255 = unlabeled),
 ``<stem>_gtFine_labelIds.png`` (dataset ids; unlabeled -> 0 'unlabeled'), ``<stem>_gtFine_color.png``
 (label-space palette; unlabeled black), and ``manifest.json``. When a class of the label space uses
 id 0 or colour black, unlabeled takes another value that no class uses
-(``LabelSpace.unlabeled_values``); ``manifest.json["unlabeled"]`` always says what was written. Every file is written to a
-temporary file in ``out_dir`` and moved into place with ``os.replace``; nothing is written
-outside ``out_dir``.
+(``LabelSpace.unlabeled_values``); ``manifest.json["unlabeled"]`` always says what was written.
+Every file is first written to a temporary file in ``out_dir``; only when all of them are written
+are they moved into place with ``os.replace`` (manifest last), so a failed re-export leaves the
+previous export whole. Nothing is written outside ``out_dir``.
 """
 from __future__ import annotations
 
@@ -112,31 +113,65 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
                 "unlabeled": unlabeled,
                 "dense": dense is not None, "threshold": threshold if dense is not None else None,
                 "files": list(SUFFIXES), "images": {}}
-    for img, name in images:
-        rows = image_labels(db, img)
-        h, w = _size_or_dense(db, img, name, dense)
-        human = _compose(rows, h, w)
-        mask = human
-        dense_px = 0
-        if dense is not None:
-            mask = _merge_dense(name, human, dense, threshold)
-            dense_px = int(np.count_nonzero((human == IGNORE) & (mask != IGNORE)))
-        stem = stems[img]
-        atomic_write(out / (stem + SUFFIXES[0]), _png(mask))
-        atomic_write(out / (stem + SUFFIXES[1]), _png(train_to_id[mask]))
-        atomic_write(out / (stem + SUFFIXES[2]), _png(palette_bgr[mask]))
-        manifest["images"][stem] = {
-            "name": name, "height": h, "width": w,
-            "labeled_pixels": int(np.count_nonzero(human != IGNORE)),
-            "dense_pixels": dense_px,
-            "labels": len(rows),
-            "rounds": sorted({r["round"] for r in rows if r["round"] is not None}),
-            "annotators": sorted({r["annotator"] for r in rows}),
-            "ms": int(sum(r["ms"] for r in rows)),
-        }
-    atomic_write(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    # two phases: every new file is staged (written and fsync'ed under a temp name in out_dir) before any
+    # is moved into place, so a failure (disk full...) leaves the previous export whole; the manifest
+    # goes last, then files of the previous export that the new one lacks are removed.
+    old = _previous_files(out)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for img, name in images:
+            stem = stems[img]
+            rows, mask, human, h, w, dense_px = _image_mask(db, img, name, dense, threshold)
+            for suffix, arr in zip(SUFFIXES, (mask, train_to_id[mask], palette_bgr[mask])):
+                staged.append((_stage(out / (stem + suffix), _png(arr)), out / (stem + suffix)))
+            manifest["images"][stem] = {
+                "name": name, "height": h, "width": w,
+                "labeled_pixels": int(np.count_nonzero(human != IGNORE)),
+                "dense_pixels": dense_px,
+                "labels": len(rows),
+                "rounds": sorted({r["round"] for r in rows if r["round"] is not None}),
+                "annotators": sorted({r["annotator"] for r in rows}),
+                "ms": int(sum(r["ms"] for r in rows)),
+            }
+        staged.append((_stage(out / "manifest.json", json.dumps(manifest, indent=2).encode()), out / "manifest.json"))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    for stale in old - {final.name for _, final in staged}:
+        (out / stale).unlink(missing_ok=True)
     _fsync_dir(out)  # make the renames durable too
     return manifest
+
+
+def _previous_files(out: Path) -> set[str]:
+    """The files the previous export in ``out`` wrote (from its manifest.json), if any."""
+    try:
+        prev = json.loads((out / "manifest.json").read_text())
+        return {stem + suffix for stem in prev.get("images", {}) for suffix in prev.get("files", SUFFIXES)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    try:
+        return fileio.stage(path, data)
+    except OSError as e:
+        raise _os_error(path, e) from None
+
+
+def _image_mask(db: Database, img: int, name: str, dense: Dense | None, threshold: float):
+    """(label rows, exported trainId mask, human-only mask, height, width, pixels filled by --dense)."""
+    rows = image_labels(db, img)
+    h, w = _size_or_dense(db, img, name, dense)
+    human = _compose(rows, h, w)
+    mask, dense_px = human, 0
+    if dense is not None:
+        mask = _merge_dense(name, human, dense, threshold)
+        dense_px = int(np.count_nonzero((human == IGNORE) & (mask != IGNORE)))
+    return rows, mask, human, h, w, dense_px
 
 
 def _size_or_dense(db: Database, img: int, name: str, dense: Dense | None) -> tuple[int, int]:

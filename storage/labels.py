@@ -7,15 +7,21 @@ trainIds, shape ``(y1-y0, x1-x0)``, 255 = left unlabeled, stored as PNG bytes (o
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Collection
 
 import cv2
 import numpy as np
 from sqlite_utils import Database
 
 from core.data.labels import IGNORE
-from storage.db import InvalidInput, StoreError, immediate, now_iso
-from storage.queue import _check_not_held_by_other, image_id
+from storage.db import InvalidInput, LeaseError, StoreError, immediate, now_iso
+from storage.queue import _AVAILABLE, _check_not_held_by_other, image_id
+
+
+class AnswerRefused(LeaseError):
+    """The caller may not answer (or set aside) this query now: it is not theirs, or not of the
+    open round (see :func:`answer_refusal`). The message says why and is meant for the annotator."""
 
 
 def encode_patch(patch: np.ndarray) -> bytes:
@@ -42,12 +48,12 @@ def _check_class(value: Any, what: str) -> int:
 
 def _prepare(q: tuple, patch: np.ndarray | None, point_class: int | None) -> tuple[bytes | None, int | None]:
     qid, kind, y0, x0, y1, x1 = q
-    if (patch is None) == (point_class is None):
-        raise InvalidInput(f"query {qid}: give exactly one of patch or point_class")
     if kind == "pixel":
         if patch is not None:
             raise InvalidInput(f"query {qid} is a pixel query: give point_class, not a patch")
-        return None, _check_class(point_class, f"query {qid}: point_class")
+        return None, _check_class(point_class, f"query {qid}: the class")
+    if (patch is None) == (point_class is None):
+        raise InvalidInput(f"query {qid}: give exactly one of patch or point_class")
     if point_class is not None:  # a region answered with a single class
         return None, _check_class(point_class, f"query {qid}: point_class")
     patch = np.asarray(patch)
@@ -64,64 +70,200 @@ def _prepare(q: tuple, patch: np.ndarray | None, point_class: int | None) -> tup
 _LABEL_COLS = "id, query, annotator, patch, point_class, ms, created, review, reviewer, reviewed"
 
 
+def _query_row(conn, query_id: int) -> tuple:
+    q = conn.execute("SELECT id, kind, y0, x0, y1, x1 FROM queries WHERE id = ?", (query_id,)).fetchone()
+    if q is None:
+        raise InvalidInput(f"unknown query id {query_id}")
+    return q
+
+
+def _check_classes(qid: int, blob_patch: np.ndarray | None, cls: int | None, classes: Collection[int]) -> None:
+    """InvalidInput when an answer holds a class id outside ``classes``."""
+    if cls is not None and cls not in classes:
+        raise InvalidInput(f"query {qid}: class {cls} is not in the label space")
+    if blob_patch is not None:
+        bad = sorted(set(np.unique(blob_patch).tolist()) - set(classes))
+        if bad:
+            raise InvalidInput(f"query {qid}: class ids {bad} are not in the label space")
+
+
+def _write(conn, query_id: int, annotator: str, blob: bytes | None, cls: int | None, ms: int) -> int:
+    """Upsert ``annotator``'s label (history kept) and mark the query done; inside the caller's
+    immediate transaction. Returns the label id."""
+    t = now_iso()
+    old = conn.execute(f"SELECT {_LABEL_COLS} FROM labels WHERE query = ? AND annotator = ?",
+                       (query_id, annotator)).fetchone()
+    if old is None:
+        label_id = conn.execute(
+            "INSERT INTO labels (query, annotator, patch, point_class, ms, created, review) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending')", (query_id, annotator, blob, cls, ms, t)).lastrowid
+    else:
+        label_id = old[0]
+        same = old[3] == blob and old[4] == cls and old[7] != "rejected"
+        if not same:
+            conn.execute(
+                "INSERT INTO label_history (label, query, annotator, patch, point_class, ms, created, "
+                "review, reviewer, reviewed, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*old, t))
+            conn.execute(
+                "UPDATE labels SET patch = ?, point_class = ?, ms = ?, created = ?, review = 'pending', "
+                "reviewer = NULL, reviewed = NULL WHERE id = ?", (blob, cls, ms, t, label_id))
+    conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
+                 "lease_expiry = NULL WHERE id = ?", (annotator, query_id))
+    return label_id
+
+
+def _answered_by_other(conn, query_id: int, annotator: str) -> str | None:
+    """Who else answered the query (it is done and its answer is theirs), or None."""
+    status, by = conn.execute("SELECT status, status_by FROM queries WHERE id = ?", (query_id,)).fetchone()
+    return by if status == "done" and by is not None and by != annotator else None
+
+
 def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | None = None,
                point_class: int | None = None, ms: int = 0) -> int:
     """Store ``annotator``'s answer to a query and mark the query done, in ONE transaction;
-    returns the label id.
+    returns the label id. For trusted writers (the oracle, scripts); the annotator's canvases
+    go through :func:`submit_label`, which also requires the caller to hold the query.
 
     Idempotent: the same query + annotator always maps to one label row. Re-sending the same
     answer changes nothing; a different answer (an edit) replaces the row, resets its review to
     pending, and keeps the old version in ``label_history``. Raises :class:`LeaseError` when
-    another annotator holds a live lease on the query. A late answer to a query someone else
-    already labeled is still kept (a second label row; the newest wins in :func:`label_mask`).
+    another annotator holds a live lease on the query, and :class:`AnswerRefused` (a LeaseError)
+    when another annotator already answered it: a late answer never replaces someone else's
+    (it is refused and nothing is stored), so a query has at most one live answer.
     """
     if not annotator:
         raise InvalidInput("annotator name must not be empty")
-    q = db.execute("SELECT id, kind, y0, x0, y1, x1 FROM queries WHERE id = ?", (query_id,)).fetchone()
-    if q is None:
-        raise InvalidInput(f"unknown query id {query_id}")
-    blob, cls = _prepare(q, patch, point_class)
+    blob, cls = _prepare(_query_row(db.conn, query_id), patch, point_class)
     ms = max(0, int(ms or 0))
-    t = now_iso()
     with immediate(db) as conn:
         _check_not_held_by_other(conn, query_id, annotator)
-        old = conn.execute(f"SELECT {_LABEL_COLS} FROM labels WHERE query = ? AND annotator = ?",
-                           (query_id, annotator)).fetchone()
-        if old is None:
-            label_id = conn.execute(
-                "INSERT INTO labels (query, annotator, patch, point_class, ms, created, review) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending')", (query_id, annotator, blob, cls, ms, t)).lastrowid
-        else:
-            label_id = old[0]
-            same = old[3] == blob and old[4] == cls and old[7] != "rejected"
-            if not same:
-                conn.execute(
-                    "INSERT INTO label_history (label, query, annotator, patch, point_class, ms, created, "
-                    "review, reviewer, reviewed, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*old, t))
-                conn.execute(
-                    "UPDATE labels SET patch = ?, point_class = ?, ms = ?, created = ?, review = 'pending', "
-                    "reviewer = NULL, reviewed = NULL WHERE id = ?", (blob, cls, ms, t, label_id))
-        conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
-                     "lease_expiry = NULL WHERE id = ?", (annotator, query_id))
-    return label_id
+        other = _answered_by_other(conn, query_id, annotator)
+        if other is not None:
+            raise AnswerRefused(f"query {query_id} was already answered by {other!r}; "
+                                f"a late answer does not replace it")
+        return _write(conn, query_id, annotator, blob, cls, ms)
 
 
-def review(db: Database, label_id: int, approve: bool, reviewer: str) -> None:
-    """Approve or reject a label. Rejecting drops it from masks and exports and puts its query
-    back to pending (unless another non-rejected label answers that query)."""
+def _refusal(conn, query_id: int, annotator: str, round_id: int | None, kind: str | None,
+             held_only: bool) -> str | None:
+    row = conn.execute(
+        "SELECT q.kind, q.round, q.status, q.lease_owner, q.lease_expiry, q.status_by, q.reason, r.idx "
+        "FROM queries q LEFT JOIN rounds r ON r.id = q.round WHERE q.id = ?", (query_id,)).fetchone()
+    if row is None:
+        raise InvalidInput(f"unknown query id {query_id}")
+    qkind, qround, status, owner, expiry, by, reason, ridx = row
+    if kind is not None and qkind != kind:
+        return f"query {query_id} is a {qkind} query, not a {kind} query"
+    if round_id is not None and qround != round_id:
+        open_idx = conn.execute("SELECT idx FROM rounds WHERE id = ?", (round_id,)).fetchone()
+        return (f"query {query_id} belongs to round {ridx if ridx is not None else '(none)'}, not to the open "
+                f"round {open_idx[0] if open_idx else round_id}: only the open round's queries can be answered")
+    if status == "leased" and owner == annotator:
+        return None  # theirs (a lease that ran out still is, until someone else leases the query)
+    if status == "leased" and expiry is not None and expiry >= time.time():
+        return (f"query {query_id} is not assigned to you: {owner!r} holds it until "
+                f"{time.strftime('%H:%M:%S', time.localtime(expiry))}")
+    if status == "done":
+        if by != annotator:
+            return f"query {query_id} was already answered by {by!r} (your lease on it had run out)" \
+                if by is not None else f"query {query_id} was already answered"
+        if held_only:
+            return f"query {query_id} is already answered"
+        mine = conn.execute("SELECT 1 FROM labels WHERE query = ? AND annotator = ? AND review != 'rejected'",
+                            (query_id, annotator)).fetchone()
+        return None if mine else f"query {query_id} is not assigned to you"
+    if status in ("skipped", "flagged"):
+        return f"query {query_id} was {status} by {by!r} ({reason})"
+    return (f"query {query_id} is not assigned to you (it was never leased to you, or your lease ran out "
+            f"and was given up)")
+
+
+def answer_refusal(db: Database, query_id: int, annotator: str, round_id: int | None = None,
+                   kind: str | None = None, held_only: bool = False) -> str | None:
+    """THE rule for what an annotator may answer now: None when ``annotator`` may answer query
+    ``query_id``, else a one-line message for them saying why not.
+
+    They may when the query is of ``kind`` (when given), belongs to round ``round_id`` (the open
+    round the annotator serves, when given), and either they hold its lease (live, or run out but
+    not leased by anyone since) or they answered it themselves and their answer stands (not
+    rejected): editing one's own answer (the region canvas's Previous, a pixel answered again).
+    Everything else is refused: a query of another round, one never leased to them (pending), one
+    leased to or answered by someone else (including a late save after their lease ran out and
+    the query moved on), one skipped or flagged. A query a reviewer rejected goes back to the
+    queue (pending) and is answerable by whoever leases it next. ``held_only``: only a held
+    lease counts (for skip/flag: an answered query cannot be set aside).
+    :class:`InvalidInput` for an unknown query id."""
+    return _refusal(db.conn, int(query_id), annotator, round_id, kind, held_only)
+
+
+def submit_label(db: Database, query_id: int, annotator: str, round_id: int | None, *, kind: str | None = None,
+                 patch: np.ndarray | None = None, point_class: int | None = None, ms: int = 0,
+                 classes: Collection[int] | None = None) -> int:
+    """An annotator's save: :func:`save_label` (idempotent, history kept) for a query that
+    :func:`answer_refusal` allows, checked and written in ONE transaction; returns the label id.
+
+    ``round_id``: the open round (queries of other rounds are refused). ``kind``: 'region' or
+    'pixel' (the canvas's). ``classes``: the class ids an answer may hold (the label space's
+    trainIds, plus 255 where "void"/"unsure" is allowed); a patch must be uint8-compatible
+    integers, a point class an integer (3.7, True, "3" are refused, never rounded).
+    Raises :class:`AnswerRefused` (the caller may not answer this query now) or
+    :class:`InvalidInput` (a malformed answer); nothing is stored then."""
+    if not annotator:
+        raise InvalidInput("annotator name must not be empty")
+    q = _query_row(db.conn, query_id)
+    if kind is not None and q[1] != kind:
+        raise InvalidInput(f"query {query_id} is a {q[1]} query, not a {kind} query")
+    blob, cls = _prepare(q, patch, point_class)
+    if classes is not None:
+        _check_classes(query_id, None if patch is None else np.asarray(patch), cls, classes)
+    ms = max(0, int(ms or 0))
     with immediate(db) as conn:
-        row = conn.execute("SELECT query FROM labels WHERE id = ?", (label_id,)).fetchone()
+        refusal = _refusal(conn, query_id, annotator, round_id, kind, held_only=False)
+        if refusal is not None:
+            raise AnswerRefused(refusal)
+        return _write(conn, query_id, annotator, blob, cls, ms)
+
+
+def review(db: Database, label_id: int, approve: bool, reviewer: str, round_id: int | None = None) -> None:
+    """Approve or reject a label. Rejecting drops it from masks and exports and puts its query
+    back to pending (unless another non-rejected label answers that query), where whoever leases
+    it next may answer it. Approving a label that was rejected takes it back only while its query
+    is still waiting (pending, or a lease that ran out) and marks the query done by that label's
+    annotator again; once someone else answered or holds the query it is refused, so a query never
+    has two live answers. ``round_id``: refuse labels of other rounds (the annotator reviews its
+    open round only). :class:`InvalidInput` for a refusal or an unknown label."""
+    with immediate(db) as conn:
+        row = conn.execute("SELECT l.query, l.annotator, l.review, q.round, r.idx FROM labels l "
+                           "JOIN queries q ON q.id = l.query LEFT JOIN rounds r ON r.id = q.round WHERE l.id = ?",
+                           (label_id,)).fetchone()
         if row is None:
             raise InvalidInput(f"unknown label id {label_id}")
+        qid, annotator, state, qround, ridx = row
+        if round_id is not None and qround != round_id:
+            raise InvalidInput(f"label {label_id} belongs to round {ridx}, not to the open round: "
+                               f"only the open round's labels can be reviewed here")
+        if approve and state == "rejected":
+            other = conn.execute("SELECT annotator FROM labels WHERE query = ? AND id != ? AND review != 'rejected'",
+                                 (qid, label_id)).fetchone()
+            if other is not None:
+                raise InvalidInput(f"label {label_id} cannot be approved: query {qid} was answered again by "
+                                   f"{other[0]!r} after it was rejected; review that label instead")
+            taken = conn.execute(f"SELECT status, lease_owner FROM queries WHERE id = ? AND NOT {_AVAILABLE} "
+                                 "AND lease_owner IS NOT ?", (qid, time.time(), annotator)).fetchone()
+            if taken is not None:
+                raise InvalidInput(f"label {label_id} cannot be approved: query {qid} is {taken[0]}"
+                                   + (f" by {taken[1]!r}" if taken[1] else "") + " since it was rejected")
+            conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
+                         "lease_expiry = NULL WHERE id = ?", (annotator, qid))
         conn.execute("UPDATE labels SET review = ?, reviewer = ?, reviewed = ? WHERE id = ?",
                      ("approved" if approve else "rejected", reviewer, now_iso(), label_id))
         if not approve:
             others = conn.execute("SELECT count(*) FROM labels WHERE query = ? AND review != 'rejected'",
-                                  (row[0],)).fetchone()[0]
+                                  (qid,)).fetchone()[0]
             if others == 0:
                 conn.execute("UPDATE queries SET status = 'pending', lease_owner = NULL, lease_expiry = NULL, "
-                             "reason = ?, status_by = ? WHERE id = ?", ("rejected in review", reviewer, row[0]))
+                             "reason = ?, status_by = ? WHERE id = ?", ("rejected in review", reviewer, qid))
 
 
 def get_label(db: Database, label_id: int, decode: bool = True) -> dict:

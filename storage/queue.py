@@ -283,6 +283,24 @@ def lease_image(db: Database, annotator: str, image: int | str, round: int | Non
         return len(ids)
 
 
+def lease_query(db: Database, query_id: int, annotator: str, round: int | None = None, kind: str | None = None,
+                minutes: float = 10) -> bool:
+    """Lease one given query to ``annotator`` when it is available (the :func:`lease_next` rule:
+    pending, or a lease that ran out) or already theirs, and of ``round`` / ``kind`` when given;
+    False (nothing changed) otherwise. The annotator uses it to give back a query a reviewer
+    rejected to its own annotator when they re-open it."""
+    if not annotator:
+        raise InvalidInput("annotator name must not be empty")
+    f, fargs = _filters(round, kind)
+    with immediate(db) as conn:
+        row = conn.execute(f"SELECT id FROM queries WHERE id = ? AND ({_AVAILABLE} OR (status = 'leased' "
+                           f"AND lease_owner = ?)){f}", [int(query_id), time.time(), annotator, *fargs]).fetchone()
+        if row is None:
+            return False
+        _take(conn, [row[0]], annotator, minutes)
+        return True
+
+
 def available_queries(db: Database, round: int | None = None, kind: str | None = None, limit: int = 10) -> list[dict]:
     """The next queries :func:`lease_next` would hand out (highest score first), without leasing
     them, each with its image ``name`` (e.g. to prefetch their crops)."""

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from sqlite_utils import Database
 
-from storage.db import InvalidInput, now_iso
+from storage.db import InvalidInput, checkpoint_wal, now_iso
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,10 +44,17 @@ def last_run(db: Database) -> dict | None:
 
 
 def mark_step(db: Database, run: int, name: str, status: str = "done") -> None:
-    """Record that step ``name`` of ``run`` (e.g. 'data', 'warmup', 'round1.train') finished."""
+    """Record that step ``name`` of ``run`` (e.g. 'data', 'warmup', 'round1.train') finished, and copy the
+    write-ahead log into project.db (a step boundary: project.db alone then holds the run so far)."""
     db.execute("INSERT INTO steps (run, name, status, finished) VALUES (?, ?, ?, ?) "
                "ON CONFLICT(run, name) DO UPDATE SET status = excluded.status, finished = excluded.finished",
                (run, name, status, now_iso()))
+    checkpoint_wal(db)
+
+
+def unmark_step(db: Database, run: int, name: str) -> None:
+    """Forget that step ``name`` of ``run`` finished (its result is gone: ``--resume`` redoes it)."""
+    db.execute("DELETE FROM steps WHERE run = ? AND name = ?", (run, name))
 
 
 def step_done(db: Database, run: int, name: str) -> bool:
