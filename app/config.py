@@ -109,6 +109,8 @@ class RunConfig:
                     "run", metavar="X")
     warmup: int = opt(50, "linear lr warm-up iterations (the 10x-the-papers' lr diverges without)", "run",
                       metavar="N")
+    checkpoint_every: int = opt(200, "save the training state every N iterations; --resume continues bit for bit "
+                                "from the last one", "run", metavar="N")
     grad_clip: float | None = opt(5.0, "clip the gradient norm, 0 = off (the papers)", "run", parse=_clip, metavar="X")
     # -- model
     backbone: str = opt("efficientnet_lite0", "timm backbone name (efficientnet_lite0 has the ImageNet weights of "
@@ -220,6 +222,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown --recipe {cfg.recipe!r} (choose from {', '.join(RECIPES)})")
     if not 0 < cfg.scale[0] <= cfg.scale[1]:
         raise ConfigError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH (got {cfg.scale})")
+    if cfg.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be at least 1 (got {cfg.checkpoint_every})")
     if cfg.warmup < 0:
         raise ConfigError(f"--warmup must be 0 or more (got {cfg.warmup})")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:

@@ -90,7 +90,8 @@ def build_model(cfg: RunConfig, num_classes: int) -> Segmentor:
 def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> TrainConfig:
     return TrainConfig(iterations=iterations, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=cfg.warmup,
                        grad_clip=cfg.grad_clip, crop_size=cfg.crop, scale=tuple(cfg.scale),
-                       infer_window=cfg.infer_window, seed=train_seed(cfg), device=cfg.device)
+                       infer_window=cfg.infer_window, seed=train_seed(cfg), device=cfg.device,
+                       checkpoint_every=cfg.checkpoint_every)
 
 
 def train_seed(cfg: RunConfig) -> int:

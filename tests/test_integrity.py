@@ -167,3 +167,50 @@ def test_project_db_alone_holds_every_step_finished_before_a_kill(finished, tmp_
     labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
     con.close()
     assert {"data", "warmup", "round0.eval", "round1.score", "round1.annotate"} <= steps and labels > 0, steps
+
+
+@pytest.mark.parametrize("budget", ["2.2%", "8px"])
+def test_kill_after_a_mid_fit_checkpoint_then_resume_selects_the_uninterrupted_queries(finished, tmp_path, budget):
+    """DACS (EMA teacher state) in round 1's training, checkpoints every 5 of 15 iterations: a run
+    SIGKILLed after a mid-fit checkpoint and resumed selects exactly the queries of round 2 that the
+    uninterrupted run selects (RA and PA), so the resumed training ended with the same weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from tests.test_cli import _boxes
+
+    _, args = finished
+    argv = list(args)
+    for flag, value in (("--rounds", "2"), ("--round-iterations", "15"), ("--budget", budget)):
+        argv[argv.index(flag) + 1] = value
+    argv += ["--checkpoint-every", "5", "--method", "dacs"]
+    launch = [sys.executable, str(Path(__file__).resolve().parents[1] / "launch.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def with_workdir(w):
+        a = list(argv)
+        a[a.index("--workdir") + 1] = str(w)
+        return a
+
+    ref = tmp_path / "ref"
+    assert subprocess.run([*launch, *with_workdir(ref)], env=env, capture_output=True).returncode == 0
+    w = tmp_path / "killed"
+    p = subprocess.Popen([*launch, *with_workdir(w)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = w / "checkpoints" / "round1.pt"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and p.poll() is None and not ck.exists():
+            time.sleep(0.02)
+        assert p.poll() is None, "the run ended before it could be killed"
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait()
+    assert 5 <= torch.load(ck, weights_only=True)["iteration"] < 15         # killed mid-fit
+    assert subprocess.run([*launch, *with_workdir(w), "--resume"], env=env, capture_output=True).returncode == 0
+    boxes = _boxes(ref)
+    assert any(r[0] == 2 for r in boxes) and _boxes(w) == boxes
