@@ -267,6 +267,20 @@ def review_preview(ctx: AnnotatorContext, label_id: int) -> tuple[np.ndarray | N
     return out, text
 
 
+def review_label(ctx: AnnotatorContext, label_id: Any, approve: bool, reviewer: str) -> str:
+    """Approve or reject one label of the open round (the Review tab's buttons); the message to
+    show. Labels of other rounds, unknown ids and refusals (storage.review) give their message and
+    change nothing."""
+    try:
+        lid = int(label_id)
+        if lid != label_id:
+            raise ValueError(f"label id must be an integer, got {label_id!r}")
+        storage.review(ctx.db, lid, approve, reviewer, round_id=ctx.round_id())
+    except (storage.StoreError, ValueError, TypeError) as e:
+        return f"**{e}**"
+    return f"Label {lid} {'approved' if approve else 'rejected; its query is back in the queue'}."
+
+
 # --------------------------------------------------------------------------------------------
 # the app
 # --------------------------------------------------------------------------------------------
@@ -367,11 +381,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
         def do_review(label_id, ok: bool, status, request):
             if label_id is None:
                 return "Pick a label first.", review_frame(ctx, status), header_markdown(ctx, username(request))
-            try:
-                storage.review(ctx.db, int(label_id), ok, username(request))
-                msg = f"Label {int(label_id)} {'approved' if ok else 'rejected; its query is back in the queue'}."
-            except (storage.StoreError, ValueError) as e:
-                msg = f"**{e}**"
+            msg = review_label(ctx, label_id, ok, username(request))
             return msg, review_frame(ctx, status), header_markdown(ctx, username(request))
 
         def finish_round(request: gr.Request):

@@ -26,16 +26,26 @@ def classes_config(space: LabelSpace) -> list[dict]:
             for i, c in enumerate(space.classes)]
 
 
-def set_aside(db, user: str, query_ids: list[int], kind: str, data: dict) -> str | None:
-    """Skip (or, with ``data["action"] == "flag"``, flag) queries that ``user`` holds, with
+def int_arg(value, what: str) -> int:
+    """A JSON integer from the browser (query id, size); ValueError for anything else (3.7, True,
+    "3", None), never rounded."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def set_aside(db, user: str, query_ids: list, kind: str, data: dict, round_id: int | None) -> str | None:
+    """Skip (or, with ``data["action"] == "flag"``, flag) queries of the open round ``round_id``
+    that ``user`` holds (storage's :func:`~storage.answer_refusal` with ``held_only``), with
     ``data["reason"]``; the error message when one of them is not theirs (nothing is changed then),
     else None. Raises storage.StoreError / ValueError for bad input (the canvases report it)."""
     reason = str(data.get("reason") or "").strip() or "no reason given"
     mark = storage.flag if data.get("action") == "flag" else storage.skip
-    foreign = [q for q in query_ids if not storage.holds(db, q, user, kind)]
-    if foreign:
-        return f"{kind} queries {foreign} are not assigned to you (lease lost?)"
-    for q in query_ids:
+    ids = [int_arg(q, "query id") for q in query_ids]
+    refusals = [r for r in (storage.answer_refusal(db, q, user, round_id, kind, held_only=True) for q in ids) if r]
+    if refusals:
+        return "not set aside: " + "; ".join(refusals)
+    for q in ids:
         mark(db, q, user, reason)
     return None
 

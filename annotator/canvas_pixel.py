@@ -8,7 +8,9 @@ in an inset. A class key answers and moves on; ``U``/``Space`` answers "unsure" 
 Typing never waits for the server: each answer is queued in the browser keyed by its query
 id and sent in batches, one batch in flight at a time, so a later answer to the same point can
 never overtake an earlier one; failed sends are retried. Every answer carries its query id and
-point index and is stored with storage's idempotent ``save_label``.
+point index and is stored with storage's idempotent ``submit_label``, which refuses (nothing
+stored) a point the caller may not answer now (``storage.answer_refusal``) and a class id that is
+not an integer of the label space (or 255, "unsure").
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import gradio as gr
 
 import storage
 from core.data.labels import IGNORE
-from annotator.canvas_common import JS_PRELUDE, classes_config, set_aside, static_text, with_config
+from annotator.canvas_common import JS_PRELUDE, classes_config, int_arg, set_aside, static_text, with_config
 from annotator.context import LEASE_MINUTES, AnnotatorContext, photo_url, username
 
 SKIP_REASONS = ("ambiguous", "too dark / blurry", "bad image", "other")
@@ -63,21 +65,21 @@ def _next_image(ctx: AnnotatorContext, user: str) -> dict | None:
 
 def save_answers(ctx: AnnotatorContext, user: str, answers: list) -> dict:
     """Store a batch of point answers; returns ``{"acked": [query ids], "errors": [...]}``.
-    Errors are ``permanent`` (bad input, someone else's lease: do not resend) or transient."""
+    Errors are ``permanent`` (bad input, a point that is not the caller's: do not resend) or
+    transient (the store was busy: resend)."""
     acked, errors = [], []
+    rnd = ctx.round_id()
     for a in list(answers)[:MAX_BATCH]:
         try:
-            qid = int(a["query_id"])
-            cls = int(a["cls"])
-        except (KeyError, TypeError, ValueError):
+            qid = int_arg(a["query_id"], "query id")
+            cls = a["cls"]
+            ms = int(a.get("ms") or 0)
+        except (KeyError, TypeError, ValueError, AttributeError):
             errors.append({"query_id": None, "error": f"malformed answer {a!r}", "permanent": True})
             continue
         try:
-            if cls not in ctx.valid_classes:
-                raise storage.InvalidInput(f"unknown class id {cls}")
-            if storage.get_query(ctx.db, qid)["kind"] != "pixel":   # InvalidInput when unknown
-                raise storage.InvalidInput(f"query {qid} is not a pixel query")
-            storage.save_label(ctx.db, qid, user, point_class=cls, ms=int(a.get("ms") or 0))
+            storage.submit_label(ctx.db, qid, user, rnd, kind="pixel", point_class=cls, ms=ms,
+                                 classes=ctx.valid_classes)
             acked.append(qid)
         except (storage.InvalidInput, storage.LeaseError) as e:
             errors.append({"query_id": qid, "error": str(e), "permanent": True})
@@ -106,11 +108,11 @@ def make_pixel_functions(ctx: AnnotatorContext) -> list:
         """Set the image's unanswered points aside (skip, or flag) and lease the next image."""
         user = username(request)
         try:
-            error = set_aside(ctx.db, user, [int(q) for q in data.get("query_ids") or []], "pixel", data)
+            error = set_aside(ctx.db, user, list(data.get("query_ids") or []), "pixel", data, ctx.round_id())
             if error:
                 return {"ok": False, "error": error}
             return {"ok": True, "task": _next_image(ctx, user)}
-        except (storage.StoreError, ValueError, TypeError) as e:
+        except (storage.StoreError, ValueError, TypeError, AttributeError) as e:
             return {"ok": False, "error": str(e)}
 
     return [pixel_next, pixel_save, pixel_skip]

@@ -9,12 +9,13 @@ uncertainty x impurity heat map and CRA untrusted pixels. Only pixels inside the
 editable and only they are sent and stored.
 
 Server side: ``region_next`` / ``region_save`` / ``region_skip`` / ``region_open``. Every save
-carries its query id; storage's ``save_label`` is idempotent per (query, annotator).
+carries its query id and goes through storage's ``submit_label``: idempotent per (query,
+annotator), and refused (one message, nothing stored) unless the caller may answer that query
+now (``storage.answer_refusal``: a query of the open round they hold, or their own answer).
 """
 from __future__ import annotations
 
 import threading
-import time
 
 import cv2
 import gradio as gr
@@ -23,7 +24,7 @@ import numpy as np
 import storage
 from core.data.folder import resize_label
 from core.data.labels import IGNORE
-from annotator.canvas_common import JS_PRELUDE, classes_config, set_aside, static_text, with_config
+from annotator.canvas_common import JS_PRELUDE, classes_config, int_arg, set_aside, static_text, with_config
 from annotator.context import LEASE_MINUTES, AnnotatorContext, b64, data_url, unb64, username
 from annotator.provider import superpixels_for
 from annotator.superpixels import DEFAULT_LEVEL, LEVELS
@@ -198,25 +199,25 @@ def _next_region(ctx: AnnotatorContext, user: str, prefetch: SuperpixelPrefetche
 
 def decode_region_labels(ctx: AnnotatorContext, q: dict, data: dict) -> np.ndarray:
     """The (y1-y0, x1-x0) uint8 patch from a save request; raises ValueError when malformed.
-    The browser sends the editable (clipped) box; the rest of the box stays 255."""
+    The browser sends the editable (clipped) box; the rest of the box stays 255. Which class ids
+    may appear is checked by storage (``submit_label(classes=...)``)."""
     if q["kind"] != "region":
         raise ValueError(f"query {q['id']} is a {q['kind']} query, not a region")
     img = storage.get_image(ctx.db, q["image"])
     H, W = ctx.view(img["name"]).shape
     y0, x0, y1, x1 = q["y0"], q["x0"], q["y1"], q["x1"]
     eh, ew = min(y1, H) - min(y0, H), min(x1, W) - min(x0, W)
-    shape = tuple(int(v) for v in data.get("shape", ()))
+    shape = data.get("shape")
+    if not isinstance(shape, list) or len(shape) != 2:
+        raise ValueError(f"labels shape {shape!r} must be [height, width]")
+    shape = (int_arg(shape[0], "labels shape"), int_arg(shape[1], "labels shape"))
     if shape != (eh, ew):
         raise ValueError(f"labels shape {shape} does not match query {q['id']}'s box {(eh, ew)}")
     raw = unb64(str(data.get("labels", "")))
     if len(raw) != eh * ew:
         raise ValueError(f"labels hold {len(raw)} values, expected {eh * ew}")
-    arr = np.frombuffer(raw, np.uint8).reshape(eh, ew)
-    bad = set(np.unique(arr).tolist()) - ctx.valid_classes
-    if bad:
-        raise ValueError(f"labels contain unknown class ids {sorted(bad)}")
     patch = np.full((y1 - y0, x1 - x0), IGNORE, np.uint8)
-    patch[:eh, :ew] = arr
+    patch[:eh, :ew] = np.frombuffer(raw, np.uint8).reshape(eh, ew)
     return patch
 
 
@@ -239,12 +240,13 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
     def region_save(data: dict, request: gr.Request) -> dict:
         user = username(request)
         try:
-            qid = int(data["query_id"])
+            qid = int_arg(data["query_id"], "query id")
             q = storage.get_query(ctx.db, qid)
             patch = decode_region_labels(ctx, q, data)
-            storage.save_label(ctx.db, qid, user, patch=patch, ms=int(data.get("ms") or 0))
-        except storage.LeaseError as e:
-            return {"ok": False, "error": f"{e}; it was handed to someone else", "task": next_task(user)}
+            storage.submit_label(ctx.db, qid, user, ctx.round_id(), kind="region", patch=patch,
+                                 ms=int(data.get("ms") or 0), classes=ctx.valid_classes)
+        except storage.LeaseError as e:   # not theirs (anymore): say so and go on with their next task
+            return {"ok": False, "error": f"not saved: {e}", "task": next_task(user)}
         except (storage.StoreError, ValueError, KeyError, TypeError) as e:
             return {"ok": False, "error": f"not saved: {e}"}
         return {"ok": True, "saved": qid, "task": next_task(user)}
@@ -252,7 +254,7 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
     def region_skip(data: dict, request: gr.Request) -> dict:
         user = username(request)
         try:
-            error = set_aside(ctx.db, user, [int(data["query_id"])], "region", data)
+            error = set_aside(ctx.db, user, [data["query_id"]], "region", data, ctx.round_id())
             if error:
                 return {"ok": False, "error": error, "task": next_task(user)}
         except (storage.StoreError, ValueError, KeyError, TypeError) as e:
@@ -260,16 +262,20 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
         return {"ok": True, "task": next_task(user)}
 
     def region_open(data: dict, request: gr.Request) -> dict:
-        """Re-open a region this annotator labeled (the canvas's Previous)."""
+        """Re-open a region this annotator labeled (the canvas's Previous), pre-filled with their
+        answer, when they may still answer it (``storage.answer_refusal``). One a reviewer rejected
+        (back in the queue) is leased to them again if nobody else has taken it meanwhile."""
         user = username(request)
         try:
-            qid = int(data["query_id"])
-            q = storage.get_query(ctx.db, qid)
-            mine = storage.answer_of(ctx.db, qid, user, include_rejected=True)
-            held = q["status"] == "leased" and q["lease_owner"] == user and (q["lease_expiry"] or 0) >= time.time()
-            if q["kind"] != "region" or not (mine or held):
-                return {"ok": False, "error": f"query {qid} is not one of your regions"}
-            return {"ok": True, "task": build_region_task(ctx, q, user)}
+            qid = int_arg(data["query_id"], "query id")
+            rnd = ctx.round_id()
+            refusal = storage.answer_refusal(ctx.db, qid, user, rnd, "region")
+            if (refusal is not None and storage.answer_of(ctx.db, qid, user, include_rejected=True) is not None
+                    and storage.lease_query(ctx.db, qid, user, rnd, "region", minutes=LEASE_MINUTES)):
+                refusal = None
+            if refusal is not None:
+                return {"ok": False, "error": f"cannot re-open: {refusal}"}
+            return {"ok": True, "task": build_region_task(ctx, storage.get_query(ctx.db, qid), user)}
         except (storage.StoreError, ValueError, KeyError, TypeError) as e:
             return {"ok": False, "error": str(e)}
 

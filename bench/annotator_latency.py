@@ -4,12 +4,12 @@ no HTTP): real SQLite store (WAL, synchronous=FULL), synthetic images, real SLIC
     python bench/annotator_latency.py [--n 100] [--size 512x1024] [--workdir DIR]
 
 Rows:
-``region_save, cold``  one region answer: validate + ``storage.save_label`` + lease the next
+``region_save, cold``  one region answer: validate + ``storage.submit_label`` + lease the next
                        region + build its task (crop PNG, 3 SLIC levels computed, context JPEG);
                        what the browser waits for after Enter (first half of the saves).
 ``..., prefetched``    the same with the app's background superpixel prefetch and a short
                        think time between saves, as with a person at the keyboard (second half).
-``region save only``   the ``storage.save_label`` share of it.
+``region save only``   the ``storage.submit_label`` share of it (the answer rule + the write).
 ``pixel_save x1``      one point answer per call (the browser batches while a call is in
                        flight, so x1 is the worst case per answer).
 ``pixel_save x10``     a batch of ten answers, per call.
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         pf = ctx.prefetcher
         task = cold_fns[0]({}, user)["task"]
         total, warm, save_only = [], [], []
-        real_save = storage.save_label
+        real_save = storage.submit_label
 
         def timed_save(*a, **k):
             t = time.perf_counter()
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             finally:
                 save_only.append((time.perf_counter() - t) * 1000)
 
-        storage.save_label = timed_save  # the canvas module calls storage.save_label at call time
+        storage.submit_label = timed_save  # the canvas module calls storage.submit_label at call time
         try:
             for k in range(n):
                 region_save = cold_fns[1] if k < half else warm_fns[1]
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                 assert res["ok"], res
                 task = res["task"]
         finally:
-            storage.save_label = real_save
+            storage.submit_label = real_save
 
         # pixel answers
         px1, px10 = [], []
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     rows = [("region_save, cold (save + next task, SLIC computed)", total, True),
             ("region_save, superpixels prefetched", warm, True),
-            ("region save only (storage.save_label)", save_only, False),
+            ("region save only (storage.submit_label)", save_only, False),
             ("pixel_save x1", px1, True), ("pixel_save x10 (batch)", px10, False)]
     for name, ms, targeted in rows:
         if not ms:

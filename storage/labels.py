@@ -80,11 +80,11 @@ def _query_row(conn, query_id: int) -> tuple:
 def _check_classes(qid: int, blob_patch: np.ndarray | None, cls: int | None, classes: Collection[int]) -> None:
     """InvalidInput when an answer holds a class id outside ``classes``."""
     if cls is not None and cls not in classes:
-        raise InvalidInput(f"query {qid}: class {cls} is not in the label space")
+        raise InvalidInput(f"query {qid}: unknown class id {cls} (not in the label space)")
     if blob_patch is not None:
         bad = sorted(set(np.unique(blob_patch).tolist()) - set(classes))
         if bad:
-            raise InvalidInput(f"query {qid}: class ids {bad} are not in the label space")
+            raise InvalidInput(f"query {qid}: unknown class ids {bad} (not in the label space)")
 
 
 def _write(conn, query_id: int, annotator: str, blob: bytes | None, cls: int | None, ms: int) -> int:
@@ -162,12 +162,12 @@ def _refusal(conn, query_id: int, annotator: str, round_id: int | None, kind: st
     if status == "leased" and owner == annotator:
         return None  # theirs (a lease that ran out still is, until someone else leases the query)
     if status == "leased" and expiry is not None and expiry >= time.time():
-        return (f"query {query_id} is not assigned to you: {owner!r} holds it until "
+        return (f"query {query_id} is not assigned to you: it is leased to {owner!r} until "
                 f"{time.strftime('%H:%M:%S', time.localtime(expiry))}")
     if status == "done":
         if by != annotator:
-            return f"query {query_id} was already answered by {by!r} (your lease on it had run out)" \
-                if by is not None else f"query {query_id} was already answered"
+            return f"query {query_id} was already answered by {by!r}" if by is not None else \
+                f"query {query_id} was already answered"
         if held_only:
             return f"query {query_id} is already answered"
         mine = conn.execute("SELECT 1 FROM labels WHERE query = ? AND annotator = ? AND review != 'rejected'",
