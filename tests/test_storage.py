@@ -91,7 +91,7 @@ def test_foreign_sqlite_db_rejected(tmp_path):
 def test_corrupt_file_rejected(tmp_path):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "project.db").write_bytes(b"this is not a database at all\n" * 100)
-    with pytest.raises(S.StoreError, match="not a valid project database"):
+    with pytest.raises(S.StoreError, match="damaged or not a project database"):
         S.open_store(tmp_path / "w")
 
 
