@@ -5,7 +5,6 @@ real SQLite store, logged in as a second annotator ("bob") next to "alice"; ever
 checked on the database: no label row, no history row, the query row unchanged."""
 from __future__ import annotations
 
-import base64
 import os
 import time
 from types import SimpleNamespace
@@ -23,13 +22,7 @@ from annotator.canvas_region import make_region_functions  # noqa: E402
 from annotator.context import AnnotatorContext, b64  # noqa: E402
 from annotator.synthetic import seed_project  # noqa: E402
 
-REGIONS = [(0, (40, 40, 72, 72), 0.9), (1, (20, 60, 52, 92), 0.8), (0, (8, 8, 40, 40), 0.7)]
-POINTS = {2: [(5, 5), (10, 20), (50, 60), (90, 120)]}
-
-
-def req(user):
-    return SimpleNamespace(username=user)
-
+from tests.test_annotator_unit import POINTS, REGIONS, req  # noqa: E402  (the same synthetic project)
 
 @pytest.fixture
 def project(tmp_path):
