@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+from pathlib import Path
 
 from dataclasses import fields
 
@@ -149,9 +150,10 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    args = None
     try:
         if argv[:1] == ["export"]:
-            a = build_export_parser().parse_args(argv[1:])
+            a = args = build_export_parser().parse_args(argv[1:])
             from app.commands import export_run
 
             d = RunConfig()
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                        cache_dir=getattr(a, "cache_dir", d.cache_dir))
             return 0
         if argv[:1] == ["annotate"]:
-            a = build_annotate_parser().parse_args(argv[1:])
+            a = args = build_annotate_parser().parse_args(argv[1:])
             from app.commands import annotate_only
 
             c = config_from_args(a)
@@ -174,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except sqlite3.DatabaseError as e:   # damage found after opening (open_store checks the pages it can)
-        print(f"error: the project database is damaged ({e}); restore project.db from a backup (see README, "
-              "Backups)", file=sys.stderr)
+    except sqlite3.DatabaseError as e:   # found after opening (locked too long, disk full, damage open_store missed)
+        from storage.db import DB_NAME, describe_error
+
+        print(f"error: {describe_error(Path(getattr(args, 'workdir', '.')) / DB_NAME, e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; continue with --resume", file=sys.stderr)

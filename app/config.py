@@ -22,7 +22,7 @@ def opt(default, help: str, group: str, parse=None, choices=None, metavar: str |
     md = dict(help=help, group=group, parse=parse, choices=choices, metavar=metavar, default_text=default_text,
               cli=cli)
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata=md, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=md, **kw)   # a copy per instance
     return field(default=default, metadata=md, **kw)
 
 
@@ -109,8 +109,8 @@ class RunConfig:
                     "run", metavar="X")
     warmup: int = opt(50, "linear lr warm-up iterations (the 10x-the-papers' lr diverges without)", "run",
                       metavar="N")
-    checkpoint_every: int = opt(200, "save the training state every N iterations; --resume continues bit for bit "
-                                "from the last one", "run", metavar="N")
+    checkpoint_every: int = opt(200, "save the training state every N iterations; --resume continues from the last "
+                                "one (bit for bit on CPU)", "run", metavar="N")
     grad_clip: float | None = opt(5.0, "clip the gradient norm, 0 = off (the papers)", "run", parse=_clip, metavar="X")
     # -- model
     backbone: str = opt("efficientnet_lite0", "timm backbone name (efficientnet_lite0 has the ImageNet weights of "

@@ -84,7 +84,8 @@ class Relabeled:
 def build_model(cfg: RunConfig, num_classes: int) -> Segmentor:
     weights = "imagenet" if cfg.weights is None else (None if cfg.weights == "none" else cfg.weights)
     torch.manual_seed(train_seed(cfg))
-    return Segmentor(num_classes, cfg.backbone, cfg.output_stride, head=cfg.head, weights=weights)
+    return Segmentor(num_classes, cfg.backbone, cfg.output_stride, head=cfg.head, weights=weights,
+                     cache_dir=cfg.cache_dir)
 
 
 def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> TrainConfig:
@@ -126,9 +127,18 @@ def region_radius(cfg: RunConfig, mode: str) -> int:
     return cfg.region_radius if cfg.region_radius is not None else 8
 
 
-# Options that may differ on --resume and then apply (where the run lives, how it is served);
-# --rounds may grow (the run is extended); any other option that differs is refused by name.
-RESUME_APPLIES = ("workdir", "cache_dir", "device", "resume", "skip_bad", "host", "port", "auth", "users_file")
+# Options that may differ on --resume and then apply: where the run lives and runs, how it is served,
+# how often it checkpoints (none changes results); they are taken from this invocation, never from the
+# stored run (serving options, and the password, are not stored). --rounds may grow (the run is extended);
+# any other option that differs is refused by name.
+RESUME_APPLIES = ("workdir", "cache_dir", "device", "resume", "skip_bad", "checkpoint_every", "host", "port", "auth",
+                  "users_file")
+NOT_STORED = ("auth", "users_file", "host", "port")   # per invocation; the password never goes to project.db
+
+
+def stored_config(cfg: RunConfig) -> dict:
+    """What project.db keeps of a run's configuration (``runs.config``)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in NOT_STORED}
 
 
 class ActiveSession:
@@ -146,6 +156,7 @@ class ActiveSession:
         self.db = storage.open_store(self.workdir)
         self.quiet = quiet
         self.run_id = None
+        self._extended = self._init_loaded = False
         prev = storage.last_run(self.db)
         if prev is not None and not cfg.resume:
             raise ConfigError(f"{self.workdir} already holds run {prev['id']}: continue it with --resume, or "
@@ -192,8 +203,7 @@ class ActiveSession:
             if cfg.budget:
                 print(f"extending run {self.run_id} from {before} to {extend} rounds at its per-round budget: "
                       f"{cfg.budget} over {cfg.budget_rounds} round(s) becomes {run_budget(cfg)} over {extend}")
-            storage.set_run_config(self.db, self.run_id, cfg.to_dict())
-            storage.set_run_status(self.db, self.run_id, "running")
+            self._extended = True    # recorded by setup() once the extended run passed its checks
 
     # -- steps -------------------------------------------------------------------------------
     def done(self, step: str) -> bool:
@@ -218,7 +228,11 @@ class ActiveSession:
         if self.run_id is None:
             if self.cfg.init:
                 self.model.load_state_dict(load_init(self.cfg.init, self.model))
-            self.run_id = storage.start_run(self.db, self.cfg.to_dict())
+                self._init_loaded = True
+            self.run_id = storage.start_run(self.db, stored_config(self.cfg))
+        elif self._extended:
+            storage.set_run_config(self.db, self.run_id, stored_config(self.cfg))
+            storage.set_run_status(self.db, self.run_id, "running")
         if not self.done("data"):
             storage.add_images(self.db, [dict(name=n, domain="target", split="train", path="", height=h, width=w)
                                          for n, (h, w) in sizes.items()])
@@ -244,7 +258,7 @@ class ActiveSession:
         """The checkpoint of a training step: ours live in workdir/checkpoints (found there even when the
         workdir was moved); the warm-up of an --init run is that file."""
         row = storage.latest_checkpoint(self.db, self.run_id, step)
-        if step == "warmup" and row is not None and Path(row["path"]).name != "warmup.pt":
+        if step == "warmup" and row is not None and self.cfg.init:
             return Path(row["path"])
         return self.ckpt_dir / f"{step.split('.')[0]}.pt"
 
@@ -268,11 +282,14 @@ class ActiveSession:
 
     def warmup(self):
         ck = self.ckpt_dir / "warmup.pt"
-        if self.done("warmup") and not any(self.done(f"round{r}.train") for r in range(1, self.cfg.rounds + 1)):
-            self._load("warmup")        # a finished round's checkpoint is loaded by resume_model() instead
+        if self.done("warmup") and not any(self.done(f"round{r}.train") or self.done(f"round{r}.score")
+                                           for r in range(1, self.cfg.rounds + 1)):
+            self._load("warmup")        # once a round has started, resume_model() loads the weights instead
         if self.done("warmup"):
             pass
-        elif self.cfg.init:   # loaded (and checked) by setup()
+        elif self.cfg.init:   # loaded (and checked) by setup() for a new run; a resumed one loads it here
+            if not self._init_loaded:
+                self.model.load_state_dict(load_init(self.cfg.init, self.model))
             storage.add_checkpoint(self.db, self.run_id, "warmup", str(Path(self.cfg.init).resolve()))
             self.mark("warmup")
         else:

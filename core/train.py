@@ -169,8 +169,9 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     that many iterations (checkpointed; a later call with the same ``checkpoint`` continues the schedule).
     Returns {"iterations", "seconds" (wall time of this call), "losses": last smoothed loss terms}.
     Raises what the data raises (core.data.base.DatasetError for a bad file, unless the dataset skips
-    bad files), ValueError from a method's setup, and RuntimeError/OSError from torch (out of memory,
-    an unreadable or mismatched checkpoint, a full disk when saving one).
+    bad files), ValueError from a method's setup, CheckpointError for an unreadable ``checkpoint`` to
+    resume from, RuntimeError from torch (out of memory, a checkpoint of another model) and OSError
+    (a full disk when saving a checkpoint).
     """
     rank, world = init_distributed()
     device = resolve_device(cfg.device)

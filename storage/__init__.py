@@ -14,7 +14,7 @@ from storage.db import (
     DB_NAME, MIGRATIONS, SCHEMA_VERSION, InvalidInput, LeaseError, StoreError, checkpoint_wal, immediate,
     integrity_ok, open_store, schema_version,
 )
-from storage.exporter import atomic_write, export, safe_stem
+from storage.exporter import export, safe_stem
 from storage.labels import (
     AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, encode_patch, get_label,
     image_labels, image_points,
@@ -35,7 +35,7 @@ from storage.runs import (
 __all__ = [
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
     "checkpoint_wal", "integrity_ok", "open_store", "schema_version",
-    "atomic_write", "export", "safe_stem",
+    "export", "safe_stem",
     "AnswerRefused", "annotator_stats", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",
     "image_points", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",

@@ -273,11 +273,12 @@ def open_store(workdir: str | os.PathLike, create: bool = True) -> Database:
         raise
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise StoreError(_describe(path, e)) from None
+        raise StoreError(describe_error(path, e)) from None
     return db
 
 
-def _describe(path: Path, e: sqlite3.Error) -> str:
+def describe_error(path: Path, e: sqlite3.Error) -> str:
+    """One line for a SQLite error on ``path``: damaged (restore a backup), read-only, locked, disk full."""
     msg = str(e)
     if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
         return f"{path} is damaged or not a project database ({msg}); restore project.db from a backup"
@@ -285,7 +286,12 @@ def _describe(path: Path, e: sqlite3.Error) -> str:
         return f"{path} cannot be written (read-only file or directory?): {msg}"
     if "locked" in msg or "busy" in msg:
         return f"{path} is locked by another process for too long: {msg}"
+    if "full" in msg:
+        return f"{path}: the disk is full ({msg}); free space and run again (nothing is lost)"
     return f"{path}: {msg}"
+
+
+_CHECKED: set[str] = set()   # project.db files quick_check'ed by this process
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
@@ -301,10 +307,11 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     if version < len(MIGRATIONS):
         _migrate(conn, path)
-    if tables:   # an existing project: a damaged page fails here, with one line, not at first use
-        bad = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if tables and str(path.resolve()) not in _CHECKED:   # an existing project, once per process: a damaged
+        bad = conn.execute("PRAGMA quick_check(1)").fetchone()[0]   # page fails here, not at first use
         if bad != "ok":
             raise StoreError(f"{path} is damaged ({bad}); restore project.db from a backup (see README, Backups)")
+        _CHECKED.add(str(path.resolve()))
 
 
 def _check_ours(path: Path, version: int, tables: set[str], conn: sqlite3.Connection) -> None:

@@ -50,15 +50,6 @@ def _os_error(path: Path, e: OSError) -> StoreError:
     return StoreError(f"cannot write {path}: {e.strerror or e}")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """``core.fileio.atomic_write`` (temp file, fsync, ``os.replace``; no partial file on failure)
-    with OSError worded as one :class:`StoreError` (ENOSPC: disk full)."""
-    try:
-        fileio.atomic_write(path, data)
-    except OSError as e:
-        raise _os_error(Path(path), e) from None
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -116,6 +107,8 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
     # two phases: every new file is staged (written and fsync'ed under a temp name in out_dir) before any
     # is moved into place, so a failure (disk full...) leaves the previous export whole; the manifest
     # goes last, then files of the previous export that the new one lacks are removed.
+    for leftover in out.glob(".*.part"):   # temp files of an export killed midway
+        leftover.unlink(missing_ok=True)
     old = _previous_files(out)
     staged: list[tuple[Path, Path]] = []
     try:
@@ -150,9 +143,10 @@ def _previous_files(out: Path) -> set[str]:
     """The files the previous export in ``out`` wrote (from its manifest.json), if any."""
     try:
         prev = json.loads((out / "manifest.json").read_text())
-        return {stem + suffix for stem in prev.get("images", {}) for suffix in prev.get("files", SUFFIXES)}
-    except (OSError, ValueError, AttributeError):
+        names = {str(stem) + suffix for stem in prev.get("images", {}) for suffix in SUFFIXES}
+    except (OSError, ValueError, AttributeError, TypeError):
         return set()
+    return {n for n in names if n == Path(n).name and not n.startswith(".")}   # plain names inside out only
 
 
 def _stage(path: Path, data: bytes) -> Path:

@@ -214,3 +214,17 @@ def test_kill_after_a_mid_fit_checkpoint_then_resume_selects_the_uninterrupted_q
     assert subprocess.run([*launch, *with_workdir(w), "--resume"], env=env, capture_output=True).returncode == 0
     boxes = _boxes(ref)
     assert any(r[0] == 2 for r in boxes) and _boxes(w) == boxes
+
+
+def test_resume_of_a_run_started_from_another_runs_warmup_pt(finished, tmp_path, capsys):
+    """README's recipe `--init OTHER/checkpoints/warmup.pt`: the stored --init file is found on --resume
+    and by export --dense (it is not this run's own checkpoints/warmup.pt)."""
+    w, args = finished
+    argv = list(args)
+    argv[argv.index("--workdir") + 1] = str(tmp_path / "from_init")
+    argv[argv.index("--budget") + 1] = "none"
+    argv += ["--init", str(w / "checkpoints" / "warmup.pt")]
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 0, err
+    rc, _, err = cli(capsys, *argv, "--resume")
+    assert rc == 0, err

@@ -114,6 +114,7 @@ _ORIENTATION = 0x0112   # EXIF tag
 # The one pixel limit of every decode (cv2's own default, 2**30): PIL's decompression-bomb guard
 # (89 Mpx warning, 179 Mpx error) would refuse valid large masks and panoramas that cv2 reads.
 MAX_PIXELS = int(os.environ.get("SEGSTUDIO_MAX_PIXELS", 2 ** 30))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))   # OpenCV's decodes follow the same limit
 _ORIENTATION_NAMES = {2: "mirrored", 3: "rotated 180", 4: "flipped", 5: "transposed", 6: "rotated 90",
                       7: "transverse", 8: "rotated 270"}
 
@@ -197,14 +198,18 @@ def read_first_channel(path: Path, what: str = "image") -> np.ndarray:
 
 def header_info(path: Path) -> tuple[int, int, int]:
     """(H, W, EXIF orientation) from the file header (cheap: no pixel decoding). The orientation is
-    1 (none) when the file has no tag. Very large images are not refused here: nothing is decoded."""
+    1 (none) when the file has no tag; it is read only where EXIF sits in the header (JPEG, TIFF,
+    WebP, or a PNG whose eXIf chunk precedes the pixels): PIL's getexif() would decode a whole PNG
+    to look for it. Very large images are not refused here: nothing is decoded."""
     try:
         with _no_bomb_guard(), Image.open(path) as im:
             w, h = im.size
-            try:
-                orient = int(im.getexif().get(_ORIENTATION, 1) or 1)
-            except Exception:  # a broken EXIF block is not a broken image
-                orient = 1
+            orient = 1
+            if im.format in ("JPEG", "MPO", "TIFF", "WEBP") or "exif" in im.info:
+                try:
+                    orient = int(im.getexif().get(_ORIENTATION, 1) or 1)
+                except Exception:  # a broken EXIF block is not a broken image
+                    orient = 1
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except Exception as e:
@@ -213,8 +218,15 @@ def header_info(path: Path) -> tuple[int, int, int]:
 
 
 def header_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header (cheap: no pixel decoding)."""
-    return header_info(path)[:2]
+    """(H, W) from the file header (cheap: no pixel decoding, no EXIF)."""
+    try:
+        with _no_bomb_guard(), Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except Exception as e:
+        raise DatasetError(f"{path}: not a readable image file ({e})") from None
+    return h, w
 
 
 def verify_file(path: Path) -> tuple[int, int]:
@@ -564,14 +576,10 @@ class FileDataset:
 
     def _check_pair(self, it: Item, path: Path, hw, what: str, image_hw=None) -> None:
         """DatasetError unless ``hw`` (a label's or depth map's H, W) is the stored size of its image."""
-        if image_hw is None:
-            ih, iw, orient = header_info(it.image)
-        else:
-            (ih, iw), orient = image_hw, 1
+        ih, iw = image_hw if image_hw is not None else header_size(it.image)
         if tuple(hw) == (ih, iw):
             return
-        if image_hw is not None:   # the decoded image carries no tag: read it for the hint below
-            orient = header_info(it.image)[2]
+        orient = header_info(it.image)[2]   # only for the hint below
         hint = ""
         if orient in _ORIENTATION_NAMES and tuple(hw) == (iw, ih):
             hint = (f"; the image carries EXIF orientation {orient} ({_ORIENTATION_NAMES[orient]}), which is "

@@ -148,11 +148,14 @@ class Segmentor(nn.Module):
     ``weights``: "imagenet" (the packaged efficientnet_lite0 weights, or the --weights file resolved by
     core.models.weights), a path, or None for random initialisation. Raises ValueError for an unknown
     head or an output stride other than 8/16, WeightsError for a missing or mismatched weight file.
-    Input: uint8 or [0, 1] float RGB (B, 3, H, W); the ImageNet normalisation lives in the model.
+    Input: uint8 or [0, 1] float RGB (B, 3, H, W); the normalisation (the backbone's pretrained_cfg
+    mean/std) lives in the model. ``cache_dir``: where the timm-named copy of the weights is kept
+    (core.models.weights.weight_file; default $SEGSTUDIO_CACHE or ~/.cache/segstudio).
     """
 
     def __init__(self, num_classes: int, backbone: str = "efficientnet_lite0", output_stride: int = 16,
-                 head: str = "deeplabv3plus", weights: str | None = "imagenet", freeze: str = "backbone"):
+                 head: str = "deeplabv3plus", weights: str | None = "imagenet", freeze: str = "backbone",
+                 cache_dir: str | None = None):
         super().__init__()
         import timm
 
@@ -175,7 +178,7 @@ class Segmentor(nn.Module):
         else:   # timm's own loading, from a local file (core.models.weights); nothing is downloaded
             from core.models.weights import WeightsError, check_covers, weight_file
 
-            file = weight_file(backbone, None if weights == "imagenet" else weights)
+            file = weight_file(backbone, None if weights == "imagenet" else weights, cache_dir)
             try:
                 self.backbone = timm.create_model(backbone, pretrained=True,
                                                   pretrained_cfg_overlay=dict(file=str(file)), **kw)
