@@ -175,10 +175,12 @@ def header_markdown(ctx: AnnotatorContext, user: str) -> str:
 
 def annotator_counts(ctx: AnnotatorContext) -> pd.DataFrame:
     rows = storage.annotator_stats(ctx.db, ctx.round_id())
+    sec = lambda ms: None if ms is None else round(ms / 1000.0, 1)  # noqa: E731
     return pd.DataFrame(
         [(r["annotator"], r["labels"], r["regions"], r["points"], r["approved"], r["rejected"],
-          round(r["avg_ms"] / 1000.0, 1)) for r in rows],
-        columns=["annotator", "labels", "regions", "points", "approved", "rejected", "avg s / label"])
+          sec(r["ms_per_region"]), sec(r["ms_per_point"]), r["edits"]) for r in rows],
+        columns=["annotator", "labels", "regions", "points", "approved", "rejected", "active s / region",
+                 "active s / pixel", "edits"])
 
 
 def round_markdown(ctx: AnnotatorContext) -> str:
@@ -218,6 +220,23 @@ def metrics_frames(ctx: AnnotatorContext) -> tuple[pd.DataFrame, pd.DataFrame]:
         if len(d) and d["IoU"].abs().max() <= 1.0:
             d["IoU"] = d["IoU"] * 100.0
     return dm, dc
+
+
+def effort_frame(ctx: AnnotatorContext) -> pd.DataFrame:
+    """Target-val mIoU (%) after each round against the cumulative human annotation time (active
+    minutes) and the labeled pixels (% of target-train pixels) spent by then; the warm-up is the
+    point at 0 minutes and 0 %. One row per evaluated round, for the Round tab's effort plots."""
+    metrics = {(0 if r.get("round") is None else int(r["round"])): r for r in storage.metrics_table(ctx.db)}
+    effort = {e["round"]: e for e in storage.effort_by_round(ctx.db)}
+    rows = []
+    for rnd in sorted(metrics):
+        miou = metrics[rnd].get("miou")
+        if not isinstance(miou, (int, float)) or not math.isfinite(miou):
+            continue
+        minutes = effort.get(rnd, {}).get("annotation_ms", 0) / 60000.0 if rnd else 0.0
+        pct = float(metrics[rnd].get("labeled_pct") or 0.0)
+        rows.append((rnd, float(miou), round(minutes, 3), pct))
+    return pd.DataFrame(rows, columns=["round", "mIoU", "annotation minutes", "labeled pixels (%)"])
 
 
 def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
@@ -347,6 +366,11 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                                             elem_id="plot-miou", height=280)
                     class_plot = gr.LinePlot(x="round", y="IoU", color="class", title="IoU per class by round (%)",
                                              elem_id="plot-classes", height=280)
+                with gr.Row():
+                    time_plot = gr.LinePlot(x="annotation minutes", y="mIoU", title="mIoU (%) vs human annotation "
+                                            "time (active minutes)", elem_id="plot-miou-time", height=260)
+                    pixel_plot = gr.LinePlot(x="labeled pixels (%)", y="mIoU", title="mIoU (%) vs labeled pixels",
+                                             elem_id="plot-miou-pixels", height=260)
 
         # ---- handlers ----
         def refresh_header(request: gr.Request):
@@ -361,7 +385,8 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
 
         def refresh_round():
             dm, dc = metrics_frames(ctx)
-            return round_markdown(ctx), annotator_counts(ctx), dm, dc
+            de = effort_frame(ctx)
+            return round_markdown(ctx), annotator_counts(ctx), dm, dc, de, de
 
         def refresh_review(status):
             return review_frame(ctx, status)
@@ -409,7 +434,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                     f"(labelTrainIds, labelIds, color PNGs + manifest.json)."), files
 
         demo.load(on_load, outputs=[header, tabs])
-        demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot])
+        demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
         demo.load(refresh_review, inputs=rv_filter, outputs=rv_table)
         rcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
         pcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
@@ -424,9 +449,9 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
 
         rv_approve.click(approve, inputs=[rv_label, rv_filter], outputs=[rv_info, rv_table, header])
         rv_reject.click(reject, inputs=[rv_label, rv_filter], outputs=[rv_info, rv_table, header])
-        refresh_btn.click(refresh_round, outputs=[round_md, counts, miou_plot, class_plot])
+        refresh_btn.click(refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
         finish_btn.click(finish_round, outputs=status_md).then(
-            refresh_round, outputs=[round_md, counts, miou_plot, class_plot])
+            refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
         export_btn.click(do_export, outputs=[status_md, export_files])
 
     demo.annotator_auth = auth_spec

@@ -68,18 +68,19 @@ def save_answers(ctx: AnnotatorContext, user: str, answers: list) -> dict:
     Errors are ``permanent`` (bad input, a point that is not the caller's: do not resend) or
     transient (the store was busy: resend)."""
     acked, errors = [], []
-    rnd = ctx.round_id()
+    rnd, prefill = ctx.round_id(), ctx.prefill_source()
     for a in list(answers)[:MAX_BATCH]:
         try:
             qid = int_arg(a["query_id"], "query id")
             cls = a["cls"]
             ms = int(a.get("ms") or 0)
+            edits = int(a.get("edits") or 1)
         except (KeyError, TypeError, ValueError, AttributeError):
             errors.append({"query_id": None, "error": f"malformed answer {a!r}", "permanent": True})
             continue
         try:
             storage.submit_label(ctx.db, qid, user, rnd, kind="pixel", point_class=cls, ms=ms,
-                                 classes=ctx.valid_classes)
+                                 classes=ctx.valid_classes, edits=edits, prefill=prefill)
             acked.append(qid)
         except (storage.InvalidInput, storage.LeaseError) as e:
             errors.append({"query_id": qid, "error": str(e), "permanent": True})

@@ -244,7 +244,8 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
             q = storage.get_query(ctx.db, qid)
             patch = decode_region_labels(ctx, q, data)
             storage.submit_label(ctx.db, qid, user, ctx.round_id(), kind="region", patch=patch,
-                                 ms=int(data.get("ms") or 0), classes=ctx.valid_classes)
+                                 ms=int(data.get("ms") or 0), classes=ctx.valid_classes,
+                                 edits=int(data.get("edits") or 0), prefill=ctx.prefill_source())
         except storage.LeaseError as e:   # not theirs (anymore): say so and go on with their next task
             return {"ok": False, "error": f"not saved: {e}", "task": next_task(user)}
         except (storage.StoreError, ValueError, KeyError, TypeError) as e:

@@ -141,6 +141,16 @@ class AnnotatorContext:
         row = storage.current_round(self.db)
         return row["id"] if row else None
 
+    def prefill_source(self) -> str | None:
+        """Which model's prediction pre-fills the canvases of the current round: 'warmup' for round 1,
+        'round<r-1>' for round r (the training step whose checkpoint scored the round); stored with
+        every answer (labels.prefill). None without rounds."""
+        rid = self.round_id()
+        row = storage.get_round(self.db, rid) if rid is not None else None
+        if row is None:
+            return None
+        return "warmup" if row["idx"] <= 1 else f"round{row['idx'] - 1}"
+
     # provider ---------------------------------------------------------------------------
     def view(self, name: str) -> ImageView:
         with self._lock:

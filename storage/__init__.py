@@ -16,7 +16,8 @@ from storage.db import (
 )
 from storage.exporter import export, safe_stem
 from storage.labels import (
-    AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, encode_patch, get_label,
+    AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
+    encode_patch, get_label,
     image_labels, image_points,
     label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
     submit_label,
@@ -36,7 +37,7 @@ __all__ = [
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
     "checkpoint_wal", "integrity_ok", "open_store", "schema_version",
     "export", "safe_stem",
-    "AnswerRefused", "annotator_stats", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
+    "AnswerRefused", "annotator_stats", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",
     "image_points", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
     "submit_label",

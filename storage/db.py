@@ -192,9 +192,20 @@ def _migration_2(conn: sqlite3.Connection) -> None:
                      (spec, value, unit, rid))
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    """Human effort per answer: labels.ms is the *active* milliseconds spent on the query (idle gaps
+    over 20 s excluded, summed over every save that changed the answer); labels.edits the edit
+    operations (strokes, fills, class picks, undo/redo; 1 per point answer); labels.prefill which
+    model's prediction pre-filled the canvas ('warmup' or 'round<r>', the training step whose
+    checkpoint scored the round; NULL for answers that had none, e.g. the oracle's)."""
+    for table in ("labels", "label_history"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN edits INTEGER NOT NULL DEFAULT 0")
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN prefill TEXT")
+
+
 # Migration i (0-based) brings the schema from user_version i to i+1. Append only; never edit
 # a released migration.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -124,7 +124,9 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
                 "labels": len(rows),
                 "rounds": sorted({r["round"] for r in rows if r["round"] is not None}),
                 "annotators": sorted({r["annotator"] for r in rows}),
-                "ms": int(sum(r["ms"] for r in rows)),
+                "ms": int(sum(r["ms"] for r in rows)),          # active milliseconds of the annotators
+                "edits": int(sum(r.get("edits") or 0 for r in rows)),
+                "prefill": sorted({r["prefill"] for r in rows if r.get("prefill")}),
             }
         staged.append((_stage(out / "manifest.json", json.dumps(manifest, indent=2).encode()), out / "manifest.json"))
     except BaseException:

@@ -67,7 +67,7 @@ def _prepare(q: tuple, patch: np.ndarray | None, point_class: int | None) -> tup
     return encode_patch(patch), None
 
 
-_LABEL_COLS = "id, query, annotator, patch, point_class, ms, created, review, reviewer, reviewed"
+_LABEL_COLS = "id, query, annotator, patch, point_class, ms, created, review, reviewer, reviewed, edits, prefill"
 
 
 def _query_row(conn, query_id: int) -> tuple:
@@ -87,27 +87,31 @@ def _check_classes(qid: int, blob_patch: np.ndarray | None, cls: int | None, cla
             raise InvalidInput(f"query {qid}: unknown class ids {bad} (not in the label space)")
 
 
-def _write(conn, query_id: int, annotator: str, blob: bytes | None, cls: int | None, ms: int) -> int:
+def _write(conn, query_id: int, annotator: str, blob: bytes | None, cls: int | None, ms: int, edits: int = 0,
+           prefill: str | None = None) -> int:
     """Upsert ``annotator``'s label (history kept) and mark the query done; inside the caller's
-    immediate transaction. Returns the label id."""
+    immediate transaction. A changed answer adds its ``ms`` (active milliseconds) and ``edits`` to the
+    label's totals; a re-sent identical answer changes nothing. Returns the label id."""
     t = now_iso()
     old = conn.execute(f"SELECT {_LABEL_COLS} FROM labels WHERE query = ? AND annotator = ?",
                        (query_id, annotator)).fetchone()
     if old is None:
         label_id = conn.execute(
-            "INSERT INTO labels (query, annotator, patch, point_class, ms, created, review) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending')", (query_id, annotator, blob, cls, ms, t)).lastrowid
+            "INSERT INTO labels (query, annotator, patch, point_class, ms, created, review, edits, prefill) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (query_id, annotator, blob, cls, ms, t, edits, prefill)).lastrowid
     else:
         label_id = old[0]
         same = old[3] == blob and old[4] == cls and old[7] != "rejected"
         if not same:
             conn.execute(
                 "INSERT INTO label_history (label, query, annotator, patch, point_class, ms, created, "
-                "review, reviewer, reviewed, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "review, reviewer, reviewed, edits, prefill, replaced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*old, t))
             conn.execute(
                 "UPDATE labels SET patch = ?, point_class = ?, ms = ?, created = ?, review = 'pending', "
-                "reviewer = NULL, reviewed = NULL WHERE id = ?", (blob, cls, ms, t, label_id))
+                "reviewer = NULL, reviewed = NULL, edits = ?, prefill = coalesce(?, prefill) WHERE id = ?",
+                (blob, cls, (old[5] or 0) + ms, t, (old[10] or 0) + edits, prefill, label_id))
     conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
                  "lease_expiry = NULL WHERE id = ?", (annotator, query_id))
     return label_id
@@ -120,7 +124,7 @@ def _answered_by_other(conn, query_id: int, annotator: str) -> str | None:
 
 
 def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | None = None,
-               point_class: int | None = None, ms: int = 0) -> int:
+               point_class: int | None = None, ms: int = 0, edits: int = 0, prefill: str | None = None) -> int:
     """Store ``annotator``'s answer to a query and mark the query done, in ONE transaction;
     returns the label id. For trusted writers (the oracle, scripts); the annotator's canvases
     go through :func:`submit_label`, which also requires the caller to hold the query.
@@ -142,7 +146,13 @@ def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | 
         if other is not None:
             raise AnswerRefused(f"query {query_id} was already answered by {other!r}; "
                                 f"a late answer does not replace it")
-        return _write(conn, query_id, annotator, blob, cls, ms)
+        return _write(conn, query_id, annotator, blob, cls, ms, _count(edits, "edits"), prefill)
+
+
+def _count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidInput(f"{what} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _refusal(conn, query_id: int, annotator: str, round_id: int | None, kind: str | None,
@@ -199,7 +209,7 @@ def answer_refusal(db: Database, query_id: int, annotator: str, round_id: int | 
 
 def submit_label(db: Database, query_id: int, annotator: str, round_id: int | None, *, kind: str | None = None,
                  patch: np.ndarray | None = None, point_class: int | None = None, ms: int = 0,
-                 classes: Collection[int] | None = None) -> int:
+                 classes: Collection[int] | None = None, edits: int = 0, prefill: str | None = None) -> int:
     """An annotator's save: :func:`save_label` (idempotent, history kept) for a query that
     :func:`answer_refusal` allows, checked and written in ONE transaction; returns the label id.
 
@@ -222,7 +232,7 @@ def submit_label(db: Database, query_id: int, annotator: str, round_id: int | No
         refusal = _refusal(conn, query_id, annotator, round_id, kind, held_only=False)
         if refusal is not None:
             raise AnswerRefused(refusal)
-        return _write(conn, query_id, annotator, blob, cls, ms)
+        return _write(conn, query_id, annotator, blob, cls, ms, _count(edits, "edits"), prefill)
 
 
 def review(db: Database, label_id: int, approve: bool, reviewer: str, round_id: int | None = None) -> None:
@@ -290,12 +300,12 @@ def label_versions(db: Database, label_id: int, decode: bool = True) -> list[dic
 def image_labels(db: Database, image: int | str, include_rejected: bool = False) -> list[dict]:
     """Labels of one image joined with their query geometry, in composition order (oldest
     first). Each dict: label id, query, annotator, kind, y0,x0,y1,x1, y,x, patch (array or None),
-    point_class, ms, created, review, round (round number or None)."""
+    point_class, ms (active milliseconds), edits, prefill, created, review, round (round number or None)."""
     img = image_id(db, image)
     where = "" if include_rejected else " AND l.review != 'rejected'"
     rows = list(db.query(
         "SELECT l.id, l.query, l.annotator, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, l.patch, l.point_class, "
-        "l.ms, l.created, l.review, r.idx AS round FROM labels l JOIN queries q ON q.id = l.query "
+        "l.ms, l.edits, l.prefill, l.created, l.review, r.idx AS round FROM labels l JOIN queries q ON q.id = l.query "
         f"LEFT JOIN rounds r ON r.id = q.round WHERE q.image = ?{where} ORDER BY l.created, l.id", [img]))
     for r in rows:
         if r["patch"] is not None:
@@ -424,10 +434,30 @@ def review_rows(db: Database, round_id: int | None = None, status: str = "pendin
 
 def annotator_stats(db: Database, round_id: int | None = None) -> list[dict]:
     """Per annotator (by name): ``{"annotator", "labels", "regions", "points", "approved", "rejected",
-    "avg_ms"}`` over the labels of ``round_id`` (every round when None); ``avg_ms`` in milliseconds."""
+    "avg_ms", "ms_per_region", "ms_per_point", "edits"}`` over the labels of ``round_id`` (every round
+    when None); times are active milliseconds (None when the annotator has no label of that kind)."""
     rsql, args = ("WHERE q.round = ?", [round_id]) if round_id is not None else ("", [])
     return [dict(annotator=a, labels=n, regions=r or 0, points=px or 0, approved=ap or 0, rejected=rj or 0,
-                 avg_ms=ms or 0) for a, n, r, px, ap, rj, ms in db.execute(
+                 avg_ms=ms or 0, ms_per_region=msr, ms_per_point=msp, edits=ed or 0)
+            for a, n, r, px, ap, rj, ms, msr, msp, ed in db.execute(
         "SELECT l.annotator, count(*), sum(q.kind = 'region'), sum(q.kind = 'pixel'), sum(l.review = 'approved'), "
-        f"sum(l.review = 'rejected'), avg(l.ms) FROM labels l JOIN queries q ON q.id = l.query {rsql} "
-        "GROUP BY l.annotator ORDER BY l.annotator", args).fetchall()]
+        "sum(l.review = 'rejected'), avg(l.ms), avg(CASE WHEN q.kind = 'region' THEN l.ms END), "
+        f"avg(CASE WHEN q.kind = 'pixel' THEN l.ms END), sum(l.edits) FROM labels l JOIN queries q ON q.id = l.query "
+        f"{rsql} GROUP BY l.annotator ORDER BY l.annotator", args).fetchall()]
+
+
+def effort_by_round(db: Database, run: int | None = None) -> list[dict]:
+    """Per round of ``run`` (the newest run with rounds when None), cumulative over rounds 1..r:
+    ``{"round", "annotation_ms" (active milliseconds of every human label, the oracle's excluded),
+    "labels"}``; what the Round tab plots mIoU against."""
+    if run is None:
+        row = db.execute("SELECT max(run) FROM rounds").fetchone()
+        run = row[0] if row else None
+    out, total_ms, total_n = [], 0, 0
+    for idx, ms, n in db.execute(
+            "SELECT r.idx, coalesce(sum(l.ms), 0), count(l.id) FROM rounds r LEFT JOIN queries q ON q.round = r.id "
+            "LEFT JOIN labels l ON l.query = q.id AND l.review != 'rejected' AND l.annotator != 'oracle' "
+            "WHERE r.run IS ? GROUP BY r.idx ORDER BY r.idx", [run]).fetchall():
+        total_ms, total_n = total_ms + ms, total_n + n
+        out.append({"round": idx, "annotation_ms": total_ms, "labels": total_n})
+    return out

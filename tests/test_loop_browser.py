@@ -136,6 +136,21 @@ def _press_finish_round(page) -> str:
     return page.locator("#round-status").inner_text()
 
 
+def _answer_one_region(browser, url: str) -> None:
+    """Accept one region in the browser after looking at it for a moment (so its active time is > 0)."""
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        root = _canvas_settled(page, "region")
+        page.wait_for_timeout(1500)
+        page.keyboard.press("a")
+        page.wait_for_function("() => +document.querySelector('#region-canvas .ra-root').dataset.saved >= 1",
+                               timeout=30_000)
+        assert root.get_attribute("data-saved") != "0"
+    finally:
+        page.close()
+
+
 def _finish_round(browser, url: str) -> None:
     page = browser.new_page()
     try:
@@ -173,8 +188,13 @@ def project(request, tmp_path_factory, cache, browser):
     proj = _start(tmp, name, args, cache)
     try:
         proj.wait_for_annotator(1)
-        if name == "round2":
-            assert _answer_from_prediction(proj.workdir, 1) > 0
+        if name == "round2":   # one region answered in the browser (active time, edits, prefill), the rest
+            _answer_one_region(browser, proj.url)                       # through storage as that annotator
+            con = sqlite3.connect(proj.workdir / "project.db", timeout=5)
+            ms, prefill = con.execute("SELECT ms, prefill FROM labels WHERE annotator = 'local'").fetchone()
+            con.close()
+            assert ms > 1000 and prefill == "warmup", (ms, prefill)    # active time seen, model that pre-filled
+            assert _answer_from_prediction(proj.workdir, 1, annotator="local") > 0
             _finish_round(browser, proj.url)
             proj.wait_for_annotator(2)
             con = sqlite3.connect(proj.workdir / "project.db", timeout=5)
@@ -269,6 +289,15 @@ def test_every_tab_of_a_project_the_loop_made(project, page):
             finally:
                 text = page.locator("#round-progress").inner_text()
             assert f"Round {exp['round']}" in text and exp["budget"] in text and "Labeled 1/" in text, text
+            if project.name == "round2":   # round 1 was answered (partly in the browser) and evaluated:
+                plot = page.locator("#plot-miou-time")   # mIoU against active annotation minutes
+                plot.scroll_into_view_if_needed()
+                page.wait_for_function("() => !!document.querySelector('#plot-miou-time svg, #plot-miou-time canvas')",
+                                       timeout=30_000)
+                svg = plot.locator("svg").first.inner_html()
+                assert "annotation minutes" in svg and "mIoU" in svg, svg[:500]
+                line = plot.locator("path[aria-roledescription='line mark'], g.mark-line path").first
+                assert line.count() == 1 and "L" in (line.get_attribute("d") or ""), svg[:2000]   # >= 2 points
     if project.name == "folder":   # the folder's classes.json is the label space, in the browser too
         names = page.locator("#region-canvas .ra-palette .ra-name").all_inner_texts()
         assert names == [*FOLDER_CLASSES, "void"], names

@@ -351,7 +351,7 @@ def test_label_idempotent_and_history(db):
     assert db["labels"].count == 1 and db["label_history"].count == 1
     cur = S.get_label(db, lid)
     np.testing.assert_array_equal(cur["patch"], p2)
-    assert cur["ms"] == 500 and cur["review"] == "pending"
+    assert cur["ms"] == 1700 and cur["review"] == "pending"   # active time adds up over the edits
     (old,) = S.label_versions(db, lid)
     np.testing.assert_array_equal(old["patch"], p1)
     assert old["ms"] == 1200 and old["annotator"] == "alice"
@@ -568,3 +568,29 @@ def test_round_budget_is_stored_as_spec_value_and_unit_and_old_rows_migrate(tmp_
     assert got == {a: ("2.2%", 2.2, "percent"), b: ("40px", 40.0, "pixels")}
     with pytest.raises(S.StoreError, match="budget"):
         S.add_round(db2, None, 3, budget="40pz")
+
+
+def test_effort_fields_accumulate_and_feed_the_round_plot(db):
+    """labels.ms (active milliseconds), edits and prefill: a changed answer adds its effort, a re-sent
+    one does not; effort_by_round sums human labels per round cumulatively (the oracle's excluded);
+    a version-2 project migrates to them (schema 3)."""
+    run, rnd = _project(db)
+    rnd2 = S.add_round(db, run, 2, budget="2.2%", strategy="ripu")
+    (q1,) = S.add_queries(db, rnd, "img0", "region", [(0, 0, 4, 4, 0.9)])
+    (q2,) = S.add_queries(db, rnd2, "img1", "pixel", [(3, 3, 0.5)])
+    (q3,) = S.add_queries(db, rnd2, "img1", "pixel", [(5, 5, 0.4)])
+    lid = S.save_label(db, q1, "alice", patch=np.full((4, 4), 7, np.uint8), ms=4000, edits=3, prefill="warmup")
+    S.save_label(db, q1, "alice", patch=np.full((4, 4), 7, np.uint8), ms=4000, edits=3, prefill="warmup")  # resend
+    S.save_label(db, q1, "alice", patch=np.full((4, 4), 8, np.uint8), ms=1000, edits=2, prefill="warmup")  # edit
+    cur = S.get_label(db, lid)
+    assert (cur["ms"], cur["edits"], cur["prefill"]) == (5000, 5, "warmup")
+    S.save_label(db, q2, "bob", point_class=7, ms=1500, prefill="round1")
+    S.save_label(db, q3, "oracle", point_class=7, ms=9999)
+    assert S.effort_by_round(db, run) == [{"round": 1, "annotation_ms": 5000, "labels": 1},
+                                          {"round": 2, "annotation_ms": 6500, "labels": 2}]
+    stats = {r["annotator"]: r for r in S.annotator_stats(db)}
+    assert stats["alice"]["ms_per_region"] == 5000 and stats["alice"]["ms_per_point"] is None
+    assert stats["bob"]["ms_per_point"] == 1500 and stats["alice"]["edits"] == 5
+    with pytest.raises(S.InvalidInput, match="edits"):
+        S.save_label(db, q2, "bob", point_class=8, edits=-1)
+    assert S.schema_version(db) == 3 and "edits" in db["labels"].columns_dict and "prefill" in db["label_history"].columns_dict

@@ -103,7 +103,7 @@
   function answer(cls) {
     if (!S.task || S.loading || S.cur < 0) return;
     const p = S.pts[S.cur], now = performance.now();
-    p.ans = cls; const ms = Math.round(now - S.tp); S.tp = now;
+    p.ans = cls; const ms = document.hidden ? 0 : Math.round(Math.min(now - S.tp, 20000)); S.tp = now;   // idle over 20 s excluded
     S.queue.set(p.qid, { query_id: p.qid, idx: p.idx, cls: cls, ms: ms });
     const n = S.pts.length; let next = -1;
     for (let k = 1; k <= n; k++) { const j = (S.cur + k) % n; if (S.pts[j].ans === null) { next = j; break; } }

@@ -20,6 +20,16 @@ const __classChip = (prefix, id, name, color, key, emptyBackground, onClick) => 
   b.addEventListener('click', () => { onClick(id); b.blur(); });
   return b;
 };
+// active time on a task: the gaps between the annotator's input events, each counted up to IDLE ms
+// (a pause longer than that, or a hidden tab, counts as idle); what labels.ms stores
+const __activeClock = () => {
+  const IDLE = 20000; let total = 0; let last = performance.now();
+  return {
+    reset() { total = 0; last = performance.now(); },
+    touch() { const now = performance.now(); if (!document.hidden) total += Math.min(now - last, IDLE); last = now; },
+    ms() { this.touch(); return Math.round(total); },
+  };
+};
 window.__annotCanvases = window.__annotCanvases || {};
 if (!window.__annotKeysInstalled) {
   window.__annotKeysInstalled = true;

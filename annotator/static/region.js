@@ -10,7 +10,7 @@
   const S = { task: null, W: 0, H: 0, inner: [0, 0, 0, 0], img: null, labels: null, pred: null, sp: [], spb: [],
     heatArr: null, untArr: null, lvl: CFG.sp_default, tool: 'fill', cls: CFG.classes[0].id, brush: 3,
     opacity: 0.5, lastOpacity: 0.5, heat: false, unt: false, borders: false, undo: [], redo: [],
-    busy: false, t0: 0, zoom: 8, saved: 0, drawn: 0, prev: [], down: false, last: null, hover: null,
+    busy: false, clock: __activeClock(), edits: 0, zoom: 8, saved: 0, drawn: 0, prev: [], down: false, last: null, hover: null,
     armAccept: 0, started: false };
   let savedTimer = null;
   const notifySaved = () => { clearTimeout(savedTimer); savedTimer = setTimeout(() => trigger('saved'), 300); };
@@ -104,9 +104,9 @@
       const i = yy * W + xx; if (sp[i] === want) S.labels[i] = restore ? S.pred[i] : S.cls;
     }
   }
-  function pushUndo() { S.undo.push(S.labels.slice()); if (S.undo.length > 200) S.undo.shift(); S.redo = []; S.armAccept = 0; }
-  function undo() { if (!S.undo.length) return; S.redo.push(S.labels); S.labels = S.undo.pop(); S.drawn++; render(); attrs(); }
-  function redo() { if (!S.redo.length) return; S.undo.push(S.labels); S.labels = S.redo.pop(); S.drawn++; render(); attrs(); }
+  function pushUndo() { S.undo.push(S.labels.slice()); if (S.undo.length > 200) S.undo.shift(); S.redo = []; S.armAccept = 0; S.edits++; }
+  function undo() { if (!S.undo.length) return; S.redo.push(S.labels); S.labels = S.undo.pop(); S.drawn++; S.edits++; render(); attrs(); }
+  function redo() { if (!S.redo.length) return; S.undo.push(S.labels); S.labels = S.redo.pop(); S.drawn++; S.edits++; render(); attrs(); }
   function resetPred() { if (!S.task) return; pushUndo(); S.labels = S.pred.slice(); S.drawn++; render(); attrs(); }
   const pt = (e) => { const r = cv.getBoundingClientRect();
     return [Math.floor((e.clientX - r.left) * S.W / r.width), Math.floor((e.clientY - r.top) * S.H / r.height)]; };
@@ -153,7 +153,7 @@
     $('.ra-ctx').src = task.context;
     msg(note || '');
     const im = new Image();
-    im.onload = () => { if (S.task !== task) return; S.img = im; S.t0 = performance.now(); render(); syncUi(); setState('ready'); };
+    im.onload = () => { if (S.task !== task) return; S.img = im; S.clock.reset(); S.edits = 0; render(); syncUi(); setState('ready'); };
     im.src = task.img;
     setState('loading');
   }
@@ -185,7 +185,7 @@
     }
     const lab = accept ? S.pred : S.labels, qid = S.task.qid, [, , bh, bw] = S.inner;
     const res = await call('region_save', { query_id: qid, labels: __bytesToB64(boxLabels(lab)), shape: [bh, bw],
-      ms: Math.round(performance.now() - S.t0), mode: accept ? 'accept' : 'edit' }, 'saving…');
+      ms: S.clock.ms(), edits: S.edits, mode: accept ? 'accept' : 'edit' }, 'saving…');
     if (res && res.ok) { S.saved++; S.prev.push(qid); }
     after(res, res && res.ok ? 'Saved region #' + qid + (accept ? ' (prediction accepted)' : '') : '');
   }
@@ -212,7 +212,10 @@
   $('.ra-unt').addEventListener('change', (e) => { S.unt = e.target.checked && !!S.untArr; render(); });
 
   // ---------- keys ----------
+  root.addEventListener('pointerdown', () => S.clock.touch(), true);
+  root.addEventListener('pointermove', (e) => { if (e.buttons) S.clock.touch(); }, true);
   function onKey(e) {
+    S.clock.touch();
     if (e.repeat && !['[', ']'].includes(e.key)) return false;
     const k = (e.key || '').toLowerCase();
     if ((e.ctrlKey || e.metaKey) && k === 'z') { if (e.shiftKey) redo(); else undo(); return true; }
