@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dataclasses import fields
 
-from app.config import RECIPES, ConfigError, RunConfig
+from app.config import RECIPES, ConfigError, RunConfig, shown
 
 EPILOG = """commands:
   python launch.py [options]                      the run (below)
@@ -42,12 +42,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def _shown(value) -> str:
-    if isinstance(value, tuple):
-        return ("x" if all(isinstance(v, int) for v in value) and len(value) == 2 else ",").join(map(str, value))
-    return "off" if value is False else "none" if value is None else str(value)
-
-
 def _as_argument_type(parse):
     """argparse shows a type function's ArgumentTypeError message as is (a ConfigError would become
     'invalid <lambda> value')."""
@@ -71,7 +65,7 @@ def add_options(p: argparse.ArgumentParser, names=None) -> None:
         if not md.get("cli", False) or (names is not None and f.name not in names):
             continue
         g = groups.get(md["group"]) or groups.setdefault(md["group"], p.add_argument_group(md["group"]))
-        default = (md["default_text"] or _shown(getattr(d, f.name))).replace("%", "%%")
+        default = (md["default_text"] or shown(getattr(d, f.name))).replace("%", "%%")
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{md['help']} (default: {default})"
         kind = str(f.type)      # the annotation as text (from __future__ import annotations)

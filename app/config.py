@@ -26,6 +26,14 @@ def opt(default, help: str, group: str, parse=None, choices=None, metavar: str |
     return field(default=default, metadata=md, **kw)
 
 
+def shown(value) -> str:
+    """An option value as the command line writes it: (128, 256) -> 128x256, (0.75, 1.5) -> 0.75,1.5,
+    False -> off, None -> none (the --help defaults and --resume messages)."""
+    if isinstance(value, (tuple, list)):
+        return ("x" if all(isinstance(v, int) for v in value) and len(value) == 2 else ",").join(map(str, value))
+    return "off" if value is False else "none" if value is None else str(value)
+
+
 def parse_size(text: str, what: str = "--crop") -> tuple[int, int]:
     """'128x256' (H x W) -> (128, 256)."""
     try:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 import storage
-from app.config import ConfigError, RunConfig
+from app.config import ConfigError, RunConfig, shown
 from app.annotate import wait_for_round
 from app.oracle import answer_round
 from core.acquisition import (ClassEntropyStats, acquire, check_budget, cra_entropy, parse_budget, queries_per_round,
@@ -194,8 +194,8 @@ class ActiveSession:
             if key == "rounds":
                 raise ConfigError(f"--resume --rounds {value}: run {self.run_id} has {stored[key]} rounds; a run can be "
                                   "extended with more rounds, not shortened")
-            raise ConfigError(f"--resume {flag} {_shown(value)}: run {self.run_id} was made with {flag} "
-                              f"{_shown(stored[key])}, and a run continues with its own settings: drop {flag}, or "
+            raise ConfigError(f"--resume {flag} {shown(value)}: run {self.run_id} was made with {flag} "
+                              f"{shown(stored[key])}, and a run continues with its own settings: drop {flag}, or "
                               "start a new run in another --workdir")
         if extend is not None:
             before, cfg.rounds = cfg.rounds, extend
@@ -285,16 +285,14 @@ class ActiveSession:
         if self.done("warmup") and not any(self.done(f"round{r}.train") or self.done(f"round{r}.score")
                                            for r in range(1, self.cfg.rounds + 1)):
             self._load("warmup")        # once a round has started, resume_model() loads the weights instead
-        if self.done("warmup"):
-            pass
-        elif self.cfg.init:   # loaded (and checked) by setup() for a new run; a resumed one loads it here
-            if not self._init_loaded:
-                self.model.load_state_dict(load_init(self.cfg.init, self.model))
-            storage.add_checkpoint(self.db, self.run_id, "warmup", str(Path(self.cfg.init).resolve()))
-            self.mark("warmup")
-        else:
-            fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
-                desc="source-only warm-up")
+        if not self.done("warmup"):   # (again, when _load found its checkpoint gone)
+            if self.cfg.init:   # loaded (and checked) by setup() for a new run; a resumed one loads it here
+                if not self._init_loaded:
+                    self.model.load_state_dict(load_init(self.cfg.init, self.model))
+                ck = Path(self.cfg.init).resolve()
+            else:
+                fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
+                    desc="source-only warm-up")
             storage.add_checkpoint(self.db, self.run_id, "warmup", str(ck))
             self.mark("warmup")
         self.evaluate(0, "warm-up")
@@ -425,12 +423,6 @@ def run_budget(cfg: RunConfig):
         return None
     b = parse_budget(cfg.budget)
     return scale_budget(b, cfg.rounds / cfg.budget_rounds) if cfg.budget_rounds else b
-
-
-def _shown(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return "x".join(map(str, value))
-    return str(value)
 
 
 def load_init(path: str, model: torch.nn.Module) -> dict:
