@@ -27,6 +27,7 @@ from annotator.canvas_pixel import pixel_canvas
 from annotator.canvas_region import region_canvas
 from annotator.context import AnnotatorContext, AnnotatorError, username
 from annotator.provider import Provider
+from annotator.status import RunStatus, progress_markdown
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 AUTH_MESSAGE = "Sign in with your annotator account."
@@ -143,7 +144,7 @@ def _bar(frac: float, width: int = 20) -> str:
 
 
 def _round_row(ctx: AnnotatorContext) -> dict | None:
-    rnd = ctx.round_id()
+    rnd = ctx.shown_round_id()
     if rnd is None:
         return None
     return storage.get_round(ctx.db, rnd)
@@ -161,6 +162,11 @@ def _budget_text(r) -> str:
 def header_markdown(ctx: AnnotatorContext, user: str) -> str:
     r = _round_row(ctx)
     who = f"signed in as **{user}**" + (" · [log out](/logout)" if ctx.auth else "")
+    if ctx.status is not None and ctx.status.finished:
+        return f"**{ctx.status.snapshot()['phase']}** · {who}"
+    if ctx.status is not None and ctx.round_id() is None:   # a running loop between rounds
+        done = "" if r is None else f" · round {r['idx']}: {storage.round_progress(ctx.db, r['id'])['done']} queries labeled"
+        return f"**The run is working: {ctx.status.snapshot()['phase']}**{done} · {who}"
     if r is None:
         return f"No annotation round yet · {who}"
     p = storage.round_progress(ctx.db, r["id"])
@@ -174,7 +180,7 @@ def header_markdown(ctx: AnnotatorContext, user: str) -> str:
 
 
 def annotator_counts(ctx: AnnotatorContext) -> pd.DataFrame:
-    rows = storage.annotator_stats(ctx.db, ctx.round_id())
+    rows = storage.annotator_stats(ctx.db, ctx.shown_round_id())
     sec = lambda ms: None if ms is None else round(ms / 1000.0, 1)  # noqa: E731
     return pd.DataFrame(
         [(r["annotator"], r["labels"], r["regions"], r["points"], r["approved"], r["rejected"],
@@ -239,8 +245,21 @@ def effort_frame(ctx: AnnotatorContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["round", "mIoU", "annotation minutes", "labeled pixels (%)"])
 
 
+def evaluation_frame(ctx: AnnotatorContext) -> pd.DataFrame:
+    """The newest evaluation's per-class IoU (%) on target val, one row per class, with mIoU first;
+    empty before the first evaluation. For the run view."""
+    rows = [r for r in storage.metrics_table(ctx.db) if isinstance(r.get("iou"), list)]
+    if not rows:
+        return pd.DataFrame(columns=["class", "IoU (%)"])
+    last = rows[-1]
+    what = "warm-up" if not last.get("round") else f"round {last['round']}"
+    out = [(f"mIoU after {what}", round(float(last.get("miou", float("nan"))), 1))]
+    out += [(n, None if v is None else round(100 * float(v), 1)) for n, v in zip(ctx.space.names, last["iou"])]
+    return pd.DataFrame(out, columns=["class", "IoU (%)"])
+
+
 def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
-    rows = storage.review_rows(ctx.db, ctx.round_id(), status)
+    rows = storage.review_rows(ctx.db, ctx.shown_round_id(), status)
     cols = ["label", "query", "kind", "image", "annotator", "review", "ms", "created"]
     return pd.DataFrame([[r[k] for k in cols] for r in rows], columns=cols)
 
@@ -294,7 +313,7 @@ def review_label(ctx: AnnotatorContext, label_id: Any, approve: bool, reviewer: 
         lid = int(label_id)
         if lid != label_id:
             raise ValueError(f"label id must be an integer, got {label_id!r}")
-        storage.review(ctx.db, lid, approve, reviewer, round_id=ctx.round_id())
+        storage.review(ctx.db, lid, approve, reviewer, round_id=ctx.answer_round())
     except (storage.StoreError, ValueError, TypeError) as e:
         return f"**{e}**"
     return f"Label {lid} {'approved' if approve else 'rejected; its query is back in the queue'}."
@@ -315,7 +334,8 @@ def _label_space(space: LabelSpace | str) -> LabelSpace:
 
 def build_app(db_path: str | os.PathLike, provider: Provider, label_space: LabelSpace | str,
               round_id: int | None = None, on_finish: Callable[[int | None], Any] | None = None,
-              auth: Any = None, export_dir: str | os.PathLike | None = None) -> gr.Blocks:
+              auth: Any = None, export_dir: str | os.PathLike | None = None,
+              status: RunStatus | None = None) -> gr.Blocks:
     """The annotator as a ``gr.Blocks``.
 
     ``db_path``: the project workdir or its ``project.db``. ``provider``: images, predictions,
@@ -324,14 +344,27 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
     should return quickly, e.g. by signalling another thread; a returned string is shown).
     ``auth``: see :func:`parse_auth`; kept on the Blocks as ``annotator_auth`` for
     :func:`launch`. ``export_dir``: where "Export" writes (default ``<workdir>/export``).
+    ``status``: a running loop's :class:`~annotator.status.RunStatus`; the page then serves only the
+    round the loop opened and, while none is open, shows the run's progress (step, count, ETA, loss
+    curve, latest per-class IoU), switching to the queries by itself once they exist.
     """
     auth_spec = parse_auth(auth)
     ctx = AnnotatorContext(db_path, provider, _label_space(label_space), round_id=round_id, on_finish=on_finish,
-                           auth=bool(auth_spec))
+                           auth=bool(auth_spec), status=status)
     out_dir = Path(export_dir) if export_dir is not None else ctx.workdir / "export"
 
     with gr.Blocks(title="Annotator", analytics_enabled=False) as demo:
         header = gr.Markdown("Loading…", elem_id="annot-header")
+        if status is not None:     # the run's progress while no round is open
+            with gr.Column(visible=status.open_round is None, elem_id="run-progress") as run_box:
+                run_md = gr.Markdown(elem_id="run-step")
+                with gr.Row():
+                    loss_plot = gr.LinePlot(x="iteration", y="loss", color="term", elem_id="plot-loss", height=260,
+                                            title="Training loss (smoothed terms) of the current step")
+                    eval_table = gr.Dataframe(interactive=False, elem_id="run-iou", wrap=True,
+                                              label="Latest evaluation on target val: IoU per class (%)")
+            page_seen = gr.State({})
+            timer = gr.Timer(1.0)
         with gr.Tabs(elem_id="annot-tabs") as tabs:
             with gr.Tab("Regions", id="regions", elem_id="tab-regions"):
                 rcanvas = region_canvas(ctx)
@@ -378,7 +411,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
 
         def on_load(request: gr.Request):
             user = username(request)
-            kinds = storage.query_kinds(ctx.db, ctx.round_id())
+            kinds = storage.query_kinds(ctx.db, ctx.shown_round_id())
             # only switch when the round is pixel-only (switching otherwise would race the user's clicks)
             pixel_only = kinds.get("pixel", 0) and not kinds.get("region", 0)
             return header_markdown(ctx, user), (gr.Tabs(selected="pixels") if pixel_only else gr.update())
@@ -413,6 +446,8 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
             rnd = ctx.round_id()
             if ctx.on_finish is None:
                 return "No training loop is attached to this annotator (on_finish not set)."
+            if rnd is None and ctx.status is not None:
+                return "No round is open: the run is working (see the progress above)."
             left = storage.pending_count(ctx.db, rnd) if rnd is not None else 0
             try:
                 res = ctx.on_finish(rnd)
@@ -434,6 +469,33 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                     f"(labelTrainIds, labelIds, color PNGs + manifest.json)."), files
 
         demo.load(on_load, outputs=[header, tabs])
+        if status is not None:
+            def tick(seen, request: gr.Request):
+                """Once a second: while no round is open show the run's progress; when one opens hide it,
+                refresh the header and go to the tab that has the round's work (the canvases ask for it)."""
+                snap = status.snapshot()
+                busy = snap["open_round"] is None
+                evals = len(storage.metrics_table(ctx.db)) if busy else seen.get("evals")
+                now = {"busy": busy, "v": snap["version"], "lv": snap["loss_version"], "evals": evals}
+                if snap["finished"]:   # the run ended: say so once and stop asking (its server goes away)
+                    return (now, gr.Column(visible=True), header_markdown(ctx, username(request)),
+                            progress_markdown(snap), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False))
+                if now == seen:
+                    return seen, *([gr.skip()] * 7)
+                switched = seen.get("busy") != busy
+                tab = gr.skip()
+                if switched and not busy:
+                    kinds = storage.query_kinds(ctx.db, snap["open_round"])
+                    tab = gr.Tabs(selected="pixels" if kinds.get("pixel") and not kinds.get("region") else "regions")
+                return (now, gr.Column(visible=busy) if switched else gr.skip(),
+                        header_markdown(ctx, username(request)),
+                        progress_markdown(snap) if busy else gr.skip(),
+                        status.loss_frame() if busy and now["lv"] != seen.get("lv") else gr.skip(),
+                        evaluation_frame(ctx) if busy and evals != seen.get("evals") else gr.skip(), tab, gr.skip())
+
+            tick_out = [page_seen, run_box, header, run_md, loss_plot, eval_table, tabs, timer]
+            demo.load(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
+            timer.tick(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
         demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
         demo.load(refresh_review, inputs=rv_filter, outputs=rv_table)
         rcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
@@ -463,13 +525,15 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
 def launch(db_path: str | os.PathLike, provider: Provider, label_space: LabelSpace | str,
            round_id: int | None = None, on_finish: Callable | None = None, auth: Any = None,
            host: str = "127.0.0.1", port: int | None = 7860, users_file: str | os.PathLike | None = None,
-           block: bool = True, export_dir: str | os.PathLike | None = None, **launch_kwargs) -> gr.Blocks:
+           block: bool = True, export_dir: str | os.PathLike | None = None, status: RunStatus | None = None,
+           **launch_kwargs) -> gr.Blocks:
     """Build and serve the annotator. Binds ``host`` (127.0.0.1 by default); any address other
     than 127.0.0.1/localhost/::1 requires ``auth`` or ``users_file`` (:class:`AnnotatorError`
     otherwise). ``block=False`` returns once the server runs (``demo.close()`` stops it)."""
     auth_spec = parse_auth(auth, users_file)
     check_binding(host, auth_spec)
-    demo = build_app(db_path, provider, label_space, round_id=round_id, on_finish=on_finish, export_dir=export_dir)
+    demo = build_app(db_path, provider, label_space, round_id=round_id, on_finish=on_finish, export_dir=export_dir,
+                     status=status)
     ctx = demo.annotator_context
     ctx.auth = bool(auth_spec)
     demo.annotator_auth = auth_spec

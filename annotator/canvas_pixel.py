@@ -19,7 +19,7 @@ import gradio as gr
 import storage
 from core.data.labels import IGNORE
 from annotator.canvas_common import JS_PRELUDE, classes_config, int_arg, set_aside, static_text, with_config
-from annotator.context import LEASE_MINUTES, AnnotatorContext, photo_url, username
+from annotator.context import LEASE_MINUTES, AnnotatorContext, RoundClosed, photo_url, username
 
 SKIP_REASONS = ("ambiguous", "too dark / blurry", "bad image", "other")
 MAX_BATCH = 500
@@ -52,6 +52,8 @@ def build_pixel_task(ctx: AnnotatorContext, image: int, user: str) -> dict | Non
 def _next_image(ctx: AnnotatorContext, user: str) -> dict | None:
     db = ctx.db
     rnd = ctx.round_id()
+    if rnd is None:   # no round open (yet): nothing to lease
+        return None
     for _ in range(3):  # a leased image whose points all vanished (race) -> try the next one
         q = storage.lease_next(db, user, round=rnd, kind="pixel", minutes=LEASE_MINUTES)
         if q is None:
@@ -68,7 +70,11 @@ def save_answers(ctx: AnnotatorContext, user: str, answers: list) -> dict:
     Errors are ``permanent`` (bad input, a point that is not the caller's: do not resend) or
     transient (the store was busy: resend)."""
     acked, errors = [], []
-    rnd, prefill = ctx.round_id(), ctx.prefill_source()
+    try:
+        rnd = ctx.answer_round()
+    except RoundClosed as e:
+        return {"ok": False, "acked": [], "errors": [{"query_id": None, "error": str(e), "permanent": True}]}
+    prefill = ctx.prefill_source()
     for a in list(answers)[:MAX_BATCH]:
         try:
             qid = int_arg(a["query_id"], "query id")
@@ -109,7 +115,7 @@ def make_pixel_functions(ctx: AnnotatorContext) -> list:
         """Set the image's unanswered points aside (skip, or flag) and lease the next image."""
         user = username(request)
         try:
-            error = set_aside(ctx.db, user, list(data.get("query_ids") or []), "pixel", data, ctx.round_id())
+            error = set_aside(ctx.db, user, list(data.get("query_ids") or []), "pixel", data, ctx.answer_round())
             if error:
                 return {"ok": False, "error": error}
             return {"ok": True, "task": _next_image(ctx, user)}

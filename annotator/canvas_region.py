@@ -175,7 +175,10 @@ class SuperpixelPrefetcher:
 
     def _prefetch(self) -> None:
         ctx = self.ctx
-        rows = storage.available_queries(ctx.db, ctx.round_id(), "region", self.ahead)
+        rnd = ctx.round_id()
+        if rnd is None:
+            return
+        rows = storage.available_queries(ctx.db, rnd, "region", self.ahead)
         for y0, x0, y1, x1, name in ((r["y0"], r["x0"], r["y1"], r["x1"], r["name"]) for r in rows):
             if self._wake.is_set():
                 return  # newer request: start over from the new top of the queue
@@ -190,7 +193,10 @@ class SuperpixelPrefetcher:
 
 
 def _next_region(ctx: AnnotatorContext, user: str, prefetch: SuperpixelPrefetcher | None = None) -> dict | None:
-    q = storage.lease_next(ctx.db, user, round=ctx.round_id(), kind="region", minutes=LEASE_MINUTES)
+    rnd = ctx.round_id()
+    if rnd is None:   # no round open (yet): nothing to lease
+        return None
+    q = storage.lease_next(ctx.db, user, round=rnd, kind="region", minutes=LEASE_MINUTES)
     task = None if q is None else build_region_task(ctx, q, user)
     if prefetch is not None and task is not None:
         prefetch.request()
@@ -243,7 +249,7 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
             qid = int_arg(data["query_id"], "query id")
             q = storage.get_query(ctx.db, qid)
             patch = decode_region_labels(ctx, q, data)
-            storage.submit_label(ctx.db, qid, user, ctx.round_id(), kind="region", patch=patch,
+            storage.submit_label(ctx.db, qid, user, ctx.answer_round(), kind="region", patch=patch,
                                  ms=int(data.get("ms") or 0), classes=ctx.valid_classes,
                                  edits=int(data.get("edits") or 0), prefill=ctx.prefill_source())
         except storage.LeaseError as e:   # not theirs (anymore): say so and go on with their next task
@@ -255,7 +261,7 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
     def region_skip(data: dict, request: gr.Request) -> dict:
         user = username(request)
         try:
-            error = set_aside(ctx.db, user, [data["query_id"]], "region", data, ctx.round_id())
+            error = set_aside(ctx.db, user, [data["query_id"]], "region", data, ctx.answer_round())
             if error:
                 return {"ok": False, "error": error, "task": next_task(user)}
         except (storage.StoreError, ValueError, KeyError, TypeError) as e:
@@ -269,7 +275,7 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
         user = username(request)
         try:
             qid = int_arg(data["query_id"], "query id")
-            rnd = ctx.round_id()
+            rnd = ctx.answer_round()
             refusal = storage.answer_refusal(ctx.db, qid, user, rnd, "region")
             if (refusal is not None and storage.answer_of(ctx.db, qid, user, include_rejected=True) is not None
                     and storage.lease_query(ctx.db, qid, user, rnd, "region", minutes=LEASE_MINUTES)):

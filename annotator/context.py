@@ -19,6 +19,7 @@ import numpy as np
 import storage
 from core.data.labels import IGNORE, LabelSpace
 from annotator.provider import ImageView, Provider, load_view
+from annotator.status import RunStatus
 
 LEASE_MINUTES = 20.0
 DEFAULT_USER = "local"
@@ -26,6 +27,10 @@ DEFAULT_USER = "local"
 
 class AnnotatorError(ValueError):
     """A configuration problem of the annotator (bad path, unsafe binding, bad auth spec)."""
+
+
+class RoundClosed(ValueError):
+    """An answer or review arrived while the running loop has no round open."""
 
 
 def resolve_workdir(db_path: str | os.PathLike) -> Path:
@@ -109,12 +114,13 @@ class AnnotatorContext:
 
     def __init__(self, db_path: str | os.PathLike, provider: Provider, label_space: LabelSpace,
                  round_id: int | None = None, on_finish: Callable | None = None, auth: bool = False,
-                 view_cache: int = 6):
+                 view_cache: int = 6, status: RunStatus | None = None):
         self.workdir = resolve_workdir(db_path)
         storage.open_store(self.workdir).close()  # fail early with the store's own message
         self.provider = provider
         self.space = label_space
         self.fixed_round = round_id
+        self.status = status      # a running loop's RunStatus: it says which round is open, if any
         self.on_finish = on_finish
         self.auth = auth
         self._local = threading.local()
@@ -135,11 +141,38 @@ class AnnotatorContext:
         return db
 
     def round_id(self) -> int | None:
-        """The round being annotated: the fixed one, else the newest round (None: no rounds)."""
+        """The round being annotated: with a running loop (``status``) the round it opened for answers
+        (None while it trains, evaluates or scores); else the fixed one, else the newest round (None:
+        no rounds)."""
+        if self.status is not None:
+            return self.status.open_round
         if self.fixed_round is not None:
             return self.fixed_round
         row = storage.current_round(self.db)
         return row["id"] if row else None
+
+    def shown_round_id(self) -> int | None:
+        """The round the page describes: the open one, else (a running loop between rounds) the newest."""
+        rnd = self.round_id()
+        if rnd is None and self.status is not None:
+            row = storage.current_round(self.db)
+            rnd = row["id"] if row else None
+        return rnd
+
+    def answer_round(self) -> int | None:
+        """The round answers and reviews go to; :class:`RoundClosed` while a running loop has no round
+        open (after "Finish round", before the next round's queries exist)."""
+        rnd = self.round_id()
+        if rnd is None and self.status is not None:
+            raise RoundClosed("no round is open for answers now: the run is busy (see the progress above); "
+                              "nothing was stored")
+        return rnd
+
+    def forget_views(self) -> None:
+        """Drop the cached image views and derived data (a new round brings new predictions)."""
+        with self._lock:
+            self._views.clear()
+            self._memo.clear()
 
     def prefill_source(self) -> str | None:
         """Which model's prediction pre-fills the canvases of the current round: 'warmup' for round 1,

@@ -3,7 +3,7 @@ RIPU paper does (void pixels included, like the official code)."""
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
+from core.progress import bar as progress_bar
 
 import storage
 
@@ -12,9 +12,9 @@ ORACLE = "oracle"
 
 def answer_round(db, round_id: int, gt_of) -> int:
     """Label all pending queries of ``round_id``; ``gt_of(image_name) -> uint8 (H,W)``. Returns the count."""
-    rows = storage.open_queries(db, round_id)
+    rows = storage.round_queries(db, round_id, open_only=True)
     cache: dict[str, np.ndarray] = {}
-    for q in tqdm(rows, desc="oracle answers", dynamic_ncols=True, disable=not rows):
+    for q in progress_bar(rows, desc="oracle answers", disable=not rows):
         if q["name"] not in cache:
             cache.clear()
             cache[q["name"]] = gt_of(q["name"])

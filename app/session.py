@@ -15,19 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import storage
 from app.config import ConfigError, RunConfig, shown
-from app.annotate import wait_for_round
+from app.annotate import FINISH_GRACE_S, AnnotatorServer, serve
 from app.oracle import answer_round
 from core.acquisition import (ClassEntropyStats, acquire, check_budget, cra_entropy, parse_budget, queries_per_round,
                               scale_budget)
-from core.data.labels import SYNTHIA16
+from core.data.folder import folder_label_space
+from core.data.labels import CITYSCAPES19, SYNTHIA16, LabelSpace
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
 from core.methods import build_methods, compose_adjust
 from core.models import Segmentor
+from core.progress import bar as progress_bar
 from core.train import (CheckpointError, TrainConfig, fit, load_checkpoint, resolve_device, run_stages,
                         save_checkpoint)
 
@@ -45,14 +46,27 @@ def load_data(cfg: RunConfig):
         tgt_kw["label_size"] = "full"      # evaluate and budget at the labels' own resolution
     if tgt_kind == "folder":
         tgt_kw["mask_format"] = cfg.mask_format
-    if src_kind == "synthia" and tgt_kind == "cityscapes":
-        tgt_kw["label_space"] = SYNTHIA16   # evaluate the 16 shared classes (+ mIoU* over 13)
+    if tgt_kind == "cityscapes":
+        tgt_kw["label_space"] = target_label_space(cfg)
     source = build_dataset(cfg.source, "source", "train", **common, **src_kw)
     target = build_dataset(cfg.target, "target", "train", **common, **tgt_kw)
     val = build_dataset(cfg.target, "target", "val", **common, **tgt_kw)
     if source.label_space.names != target.label_space.names:
         source = Relabeled(source, target.label_space)
     return source, target, val
+
+
+def target_label_space(cfg: RunConfig) -> LabelSpace:
+    """The classes the run evaluates and labels in, known before any data is read (the annotator opens
+    first): a folder target's classes.json, SYNTHIA's 16 shared classes for SYNTHIA -> Cityscapes (and
+    mIoU* over 13), else Cityscapes-19."""
+    src_kind, _ = parse_dataset_spec(cfg.source)
+    tgt_kind, tgt_path = parse_dataset_spec(cfg.target)
+    if tgt_kind == "folder":
+        return folder_label_space(Path(tgt_path).expanduser())
+    if src_kind == "synthia" and tgt_kind == "cityscapes":
+        return SYNTHIA16
+    return CITYSCAPES19
 
 
 class Relabeled:
@@ -174,6 +188,7 @@ class ActiveSession:
         self.budget = run_budget(cfg)
         self.metrics: list[dict] = []
         self.adjust = None     # logit adjustment of the current methods (label-shift IA), if any
+        self.server: AnnotatorServer | None = None   # the run's annotator, when people answer (see run())
 
     def _continue(self, old: dict, given: set[str]) -> None:
         """Take the stored run's configuration, applying or refusing what the user gave anew."""
@@ -222,8 +237,8 @@ class ActiveSession:
             sizes = storage.image_sizes(self.db)
         else:   # label pixels: what budgets count (decodes every target label once, checking it)
             sizes = {name: self.target[i]["label"].shape
-                     for i, name in enumerate(tqdm(self.target.names, desc="read target labels", leave=False,
-                                                   disable=self.quiet or len(self.target) < 200))}
+                     for i, name in enumerate(progress_bar(self.target.names, desc="read target labels", leave=False,
+                                                           disable=self.quiet or len(self.target) < 200))}
         self._check_work(sizes)
         if self.run_id is None:
             if self.cfg.init:
@@ -335,7 +350,7 @@ class ActiveSession:
         out.mkdir(parents=True, exist_ok=True)
         stats = ClassEntropyStats(self.val.label_space.num_classes)
         self.model.eval()
-        for i in tqdm(range(len(self.target)), desc=f"round {rnd}: score + select", dynamic_ncols=True):
+        for i in progress_bar(range(len(self.target)), desc=f"round {rnd}: score + select"):
             s = self.target[i]
             H, W = s["label"].shape
             n = queries_per_round(self.budget, H, W, self.cfg.rounds, radius)[rnd - 1]
@@ -361,8 +376,12 @@ class ActiveSession:
         if self.cfg.oracle:
             index = {n: i for i, n in enumerate(self.target.names)}
             answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"])
+        elif self.server is not None:     # the run's annotator, open since the start
+            self.server.open_round(self.target, rnd, round_id)
+            self.server.wait_finished(round_id)
         else:
-            wait_for_round(self, rnd, round_id)
+            cfg = self.cfg
+            serve(self, rnd, round_id, host=cfg.host, port=cfg.port, auth=cfg.auth, users_file=cfg.users_file)
         self.mark(step)
 
     def retrain(self, rnd: int) -> None:
@@ -484,10 +503,25 @@ def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
                 progress=False)
             return None
     s = ActiveSession(cfg, given=given)
-    s.setup()
-    s.warmup()
-    if s.budget is not None:
-        s.rounds()
-    storage.set_run_status(s.db, s.run_id, "done")
-    storage.checkpoint_wal(s.db)     # project.db alone holds the finished run
+    if s.budget is not None and not cfg.oracle:   # people answer: the annotator is open from the first second
+        s.server = AnnotatorServer(s.workdir, target_label_space(cfg), s.cache, host=cfg.host, port=cfg.port,
+                                   auth=cfg.auth, users_file=cfg.users_file)
+        print(f"\nAnnotator open at {s.server.url}  (it shows the run's progress until round 1's queries are "
+              "ready)\n", flush=True)
+    try:
+        if s.server is not None:
+            s.server.status.phase("reading the data and building the model")
+        s.setup()
+        s.warmup()
+        if s.budget is not None:
+            s.rounds()
+        storage.set_run_status(s.db, s.run_id, "done")
+        storage.checkpoint_wal(s.db)     # project.db alone holds the finished run
+        if s.server is not None:
+            s.server.status.finish("The run has finished: its labels and metrics are in project.db (export them "
+                                   "with launch.py export). You can close this page.")
+            time.sleep(FINISH_GRACE_S)   # open pages show it and stop asking before the server goes
+    finally:
+        if s.server is not None:
+            s.server.close()
     return s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from core.progress import bar as progress_bar
 
 from core.data.transforms import to_tensor_image
 from core.models.segmentor import upsample
@@ -97,7 +97,7 @@ def evaluate(model, dataset, window: tuple[int, int] | None = None, device="cpu"
     model.eval().to(device)
     C = dataset.label_space.num_classes
     conf = np.zeros((C, C), np.int64)
-    for i in tqdm(range(len(dataset)), desc=desc, disable=not progress, dynamic_ncols=True):
+    for i in progress_bar(range(len(dataset)), desc=desc, disable=not progress):
         s = dataset[i]
         logits = predict_logits(model, s["image"], s["label"].shape, window=window, device=device, adjust=adjust)
         conf += confusion_matrix(logits.argmax(0).cpu().numpy(), s["label"], C)

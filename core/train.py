@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from core.data.transforms import TrainView
 from core.fileio import atomic_write, plain_dict
+from core.progress import bar as progress_bar
 from core.models.segmentor import upsample
 from core.methods.services import make_pseudo_labels
 
@@ -223,8 +223,8 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     smooth: dict[str, float] = {}
     t0 = time.time()
     end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
-    bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc=desc,
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = progress_bar(range(start, end), desc=desc, total=cfg.iterations, initial=start,
+                       disable=not progress or rank != 0, report=rank == 0)
     for it in bar:
         ctx.iteration = it
         seed_everything(iteration_seed(cfg.seed, rank, it))
@@ -279,7 +279,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
             fv = float(v.detach()) if torch.is_tensor(v) else float(v)
             smooth[k] = 0.9 * smooth.get(k, fv) + 0.1 * fv
         if rank == 0 and it % 10 == 0:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in smooth.items()})
+            bar.set_postfix(smooth)
         done = it + 1
         if ckpt is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done in (end, cfg.iterations)):
             save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,

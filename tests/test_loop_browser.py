@@ -84,14 +84,15 @@ class Project:
         raise AssertionError(f"{self.name}: no '{want}' (exit code {self.proc.poll()}):\n{self.text()[-3000:]}")
 
 
-def _start(tmp: Path, name: str, args: list[str], cache: Path) -> Project:
+def _start(tmp: Path, name: str, args: list[str], cache: Path, override: tuple[str, ...] = ()) -> Project:
+    """Start launch.py with ``args`` and TINY (``override``: options after TINY, so they win)."""
     port = _free_port()
     w = tmp / "w"
     env = {**os.environ, "SEGSTUDIO_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "GRADIO_ANALYTICS_ENABLED": "False"}
     log = tmp / "launch.log"
     with open(log, "w") as f:
-        p = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, *TINY, "--workdir", str(w),
+        p = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, *TINY, *override, "--workdir", str(w),
                               "--port", str(port)], env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     proj = Project(name, w, log, p)
     proj.url = f"http://127.0.0.1:{port}/"
@@ -331,3 +332,49 @@ def test_launch_opens_annotator_and_finish_round_retrains(project, page):
     assert con.execute("SELECT annotator FROM labels l JOIN queries q ON q.id = l.query WHERE q.id = ?",
                        [qid]).fetchone()[0] == "local"
     assert con.execute("SELECT count(*) FROM steps WHERE name = 'round1.train'").fetchone()[0] == 1
+
+
+def test_the_page_shows_the_run_from_its_first_second_and_switches_to_the_queries(tmp_path, cache, page):
+    """`launch.py` without --oracle prints the annotator's URL before the data and the warm-up; the
+    page shows the step and its iteration, which advances, during the warm-up; once selection is
+    done the same page (no reload) shows the first region; after "Finish round" it shows the run's
+    progress again, and the run ends."""
+    proj = _start(tmp_path, "live", [*SYNTH, "--budget", "2.2%", "--rounds", "1", "--region-radius", "2"], cache,
+                  override=("--iterations", "80"))     # a warm-up long enough to watch
+    try:
+        deadline = time.time() + 120
+        while "Annotator open at" not in proj.text() and time.time() < deadline and proj.proc.poll() is None:
+            time.sleep(0.2)
+        log = proj.text()
+        assert "Annotator open at" in log, log[-3000:]
+        first = log.index("Annotator open at")
+        assert "source-only warm-up" not in log[:first] and "source synthcity" not in log[:first], log[:first]
+        console_errors = _open(page, proj.url)
+        page.wait_for_function("() => /warm-up/.test(document.querySelector('#run-step')?.innerText || '')",
+                               timeout=120_000)
+        count = "(document.querySelector('#run-step').innerText.match(/iteration (\\d+)\\/(\\d+)/) || [])"
+        first_it = page.evaluate(f"() => +{count}[1]")
+        assert 0 <= first_it < 80, page.locator("#run-step").inner_text()
+        page.wait_for_function(f"() => +{count}[1] > {first_it}", timeout=60_000)     # the iteration advances
+        assert page.locator("#annot-header").inner_text().startswith("The run is working")
+        # selection done: the same page shows the first region by itself
+        root = page.locator("#region-canvas .ra-root")
+        page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.state === 'ready'",
+                               timeout=180_000)
+        assert root.get_attribute("data-qid")
+        assert not page.locator("#run-progress").is_visible()
+        assert "Round 1 (open)" in page.locator("#annot-header").inner_text()
+        page.wait_for_timeout(500)
+        page.keyboard.press("a")
+        page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.saved === '1'",
+                               timeout=30_000)
+        assert "retraining" in _press_finish_round(page)
+        page.wait_for_function("() => { const b = document.querySelector('#run-progress');"
+                               " return b && b.offsetParent !== null; }", timeout=30_000)   # progress again
+        assert proj.proc.wait(timeout=300) == 0, proj.text()[-3000:]
+        assert "The run has finished" in page.locator("#run-step").inner_text()   # said before the server went
+        assert_no_errors(page, proj, console_errors)
+    finally:
+        if proj.proc.poll() is None:
+            proj.proc.kill()
+            proj.proc.wait()

@@ -188,4 +188,6 @@
     if (ents.some((x) => x.isIntersecting) && !S.started) { S.started = true; load(); }
   });
   io.observe(root);
+  __pollWhenEmpty(root, async () => { const r = await server.pixel_next({}); return r && r.ok ? r.task : null; },
+    (task) => show(task, ''));
 })();

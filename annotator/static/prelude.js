@@ -49,3 +49,15 @@ if (!window.__annotKeysInstalled) {
     }
   }, true);
 }
+// an empty queue is asked again every few seconds while the canvas is shown: a running loop opens its
+// next round (or a reviewer sends a label back) without a page reload. ask() -> a task or null.
+const __pollWhenEmpty = (root, ask, show) => {
+  const POLL_MS = 2000; let asking = false;
+  setInterval(async () => {
+    if (asking || document.hidden || root.dataset.state !== 'empty' || root.offsetParent === null) return;
+    asking = true;
+    try { const task = await ask(); if (task && root.dataset.state === 'empty') show(task); }
+    catch (err) { /* the server is away (e.g. between rounds): ask again at the next tick */ }
+    finally { asking = false; }
+  }, POLL_MS);
+};

@@ -251,4 +251,6 @@
     if (ents.some((x) => x.isIntersecting) && !S.started) { S.started = true; load(); }
   });
   io.observe(root);
+  __pollWhenEmpty(root, async () => { const r = await server.region_next({}); return r && r.ok ? r.task : null; },
+    (task) => show(task, ''));
 })();

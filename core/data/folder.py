@@ -62,6 +62,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from core.progress import bar as progress_bar
 from core.data.base import DatasetError
 from core.fileio import atomic_write
 from core.data.labels import (CITYSCAPES19, IGNORE, LabelSpace, LabelSpaceError, cityscapes_id_to_train,
@@ -625,12 +626,10 @@ class FileDataset:
                 return str(e), 1
             return None, orient
 
-        from tqdm import tqdm
-
         n = len(self.items)
         bad, rotated = [], []
         with ThreadPoolExecutor(max(1, workers or min(4, os.cpu_count() or 1))) as ex:
-            for i, (problem, orient) in enumerate(tqdm(ex.map(one, range(n)), total=n, disable=not progress or n < 500,
+            for i, (problem, orient) in enumerate(progress_bar(ex.map(one, range(n)), total=n, disable=not progress or n < 500,
                                                        desc=f"check {self.kind} sizes", unit="img")):
                 if problem is not None:
                     if not self.skip_bad:
@@ -661,13 +660,12 @@ class FileDataset:
                 return str(e)
             return None
 
-        from tqdm import tqdm
 
         bad: list[tuple[int, str]] = []
         ex = ThreadPoolExecutor(max(1, workers))
         try:
             results = ex.map(one, range(n))
-            for i, problem in enumerate(tqdm(results, total=n, disable=not progress,
+            for i, problem in enumerate(progress_bar(results, total=n, disable=not progress,
                                              desc=f"validate {self.kind}", unit="img")):
                 if problem is not None:
                     if not skip:
@@ -732,6 +730,22 @@ def pair_by_stem(images: dict[str, Path], labels: dict[str, Path], expected_labe
 
 # --------------------------------------------------------------------------------------- the folder
 
+def folder_label_space(root: str | Path, default: LabelSpace | None = None) -> LabelSpace:
+    """The label space of a folder dataset: its ``classes.json`` when there is one, else ``default``
+    (Cityscapes-19). Read alone, without the images (e.g. to open the annotator before the data).
+    DatasetError for a malformed classes.json or one that uses the ignore id 255."""
+    cj = Path(root) / "classes.json"
+    if not cj.exists():
+        return default or CITYSCAPES19
+    try:
+        space = load_classes_json(cj)
+    except LabelSpaceError as e:
+        raise DatasetError(str(e)) from None
+    if any(c.id == IGNORE for c in space.classes):
+        raise DatasetError(f"{cj}: id 255 is reserved for unlabeled pixels; give the class another id")
+    return space
+
+
 class ImageFolder(FileDataset):
     """Images in ``root/images`` with optional masks in ``root/masks`` and an optional ``classes.json``.
 
@@ -760,15 +774,8 @@ class ImageFolder(FileDataset):
             img_dir, mask_dir = img_root, root / "masks"
 
         cj = root / "classes.json"
-        if cj.exists():
-            try:
-                label_space = load_classes_json(cj)
-            except LabelSpaceError as e:
-                raise DatasetError(str(e)) from None
-            if any(c.id == IGNORE for c in label_space.classes):
-                raise DatasetError(f"{cj}: id 255 is reserved for unlabeled pixels; give the class another id")
         self.classes_json = cj if cj.exists() else None
-        label_space = label_space or CITYSCAPES19
+        label_space = folder_label_space(root, label_space)
         if mask_format == "train_ids":
             id_map = train_id_map(label_space, unknown_ids)
         elif mask_format == "ids":

@@ -137,8 +137,8 @@ def ensure_synthcity(cache_dir, seed=0, size=DEFAULT_SIZE, counts=None, workers=
         t0 = time.time()
         bar = None
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=len(tasks), desc=f"synthcity {size[0]}x{size[1]}", unit="img")
+            from core.progress import bar as progress_bar
+            bar = progress_bar(total=len(tasks), desc=f"synthcity {size[0]}x{size[1]}: generate", unit="img")
         if workers and workers > 1:
             import multiprocessing as mp
             # spawn, not fork: a forked child deadlocks in OpenCV's thread pool when the parent has
