@@ -12,11 +12,16 @@ from pathlib import Path
 from dataclasses import fields
 
 from app.config import RECIPES, ConfigError, RunConfig, shown
+from storage.interchange import FORMATS as TOOL_FORMATS
 
 EPILOG = """commands:
   python launch.py [options]                      the run (below)
   python launch.py annotate --workdir W           open the annotator for W's newest round
   python launch.py export --workdir W --out DIR   write Cityscapes-format masks (see: export --help)
+  python launch.py export --format label-studio|cvat --workdir W --out DIR
+                                                  the open round's queries for Label Studio or CVAT
+  python launch.py import --format label-studio|cvat --workdir W FILE
+                                                  that tool's export back as answers (docs/TOOLS.md)
 
 examples:
   python launch.py                                   embedded data, warm-up, evaluation, round 1 in the browser
@@ -107,6 +112,21 @@ def build_export_parser() -> argparse.ArgumentParser:
                    "prediction where its confidence is at least --threshold (255 below)")
     p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of --dense (default: "
                    "%(default)s)")
+    p.add_argument("--format", default="cityscapes", choices=("cityscapes",) + TOOL_FORMATS,
+                   help="cityscapes: the labels as masks (default); label-studio | cvat: the open round's queries, "
+                   "images and the model's pre-annotation for that tool (docs/TOOLS.md)")
+    return p
+
+
+def build_import_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="launch.py import", description="Read a labeling tool's export (Label Studio JSON, or CVAT "
+                "for images 1.1 XML) of the tasks 'launch.py export --format ...' wrote, as answers to the open "
+                "round's queries; all or nothing, with the browser's checks (docs/TOOLS.md).")
+    add_options(p, _REOPEN)
+    p.add_argument("file", help="the tool's export: Label Studio JSON, or CVAT annotations.xml")
+    p.add_argument("--format", required=True, choices=TOOL_FORMATS)
+    p.add_argument("--annotator", default=None, help="the name stored with the answers (default: "
+                   "label-studio:<user> from each annotation, or cvat)")
     return p
 
 
@@ -148,11 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["export"]:
             a = args = build_export_parser().parse_args(argv[1:])
-            from app.commands import export_run
+            from app.commands import export_run, export_tool
 
             d = RunConfig()
-            export_run(getattr(a, "workdir", d.workdir), a.out, dense=a.dense, threshold=a.threshold,
-                       cache_dir=getattr(a, "cache_dir", d.cache_dir))
+            workdir, cache_dir = getattr(a, "workdir", d.workdir), getattr(a, "cache_dir", d.cache_dir)
+            if a.format == "cityscapes":
+                export_run(workdir, a.out, dense=a.dense, threshold=a.threshold, cache_dir=cache_dir)
+            else:
+                export_tool(workdir, a.out, a.format, cache_dir=cache_dir)
+            return 0
+        if argv[:1] == ["import"]:
+            a = args = build_import_parser().parse_args(argv[1:])
+            from app.commands import import_tool
+
+            d = RunConfig()
+            import_tool(getattr(a, "workdir", d.workdir), a.file, a.format, annotator=a.annotator,
+                        cache_dir=getattr(a, "cache_dir", d.cache_dir))
             return 0
         if argv[:1] == ["annotate"]:
             a = args = build_annotate_parser().parse_args(argv[1:])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import storage
-from app.annotate import serve
+from app.annotate import SessionProvider, serve
 from app.config import ConfigError
 from app.session import reopen
 from core.evaluate import predict_logits
@@ -22,6 +22,53 @@ def annotate_only(workdir: str, cache_dir: str | None, host="127.0.0.1", port=78
     serve(s, row["idx"], row["id"], host=host, port=port, auth=auth, users_file=users_file)
     s.mark(f"round{row['idx']}.annotate")
     print(f"round {row['idx']} finished; continue the loop with: python launch.py --resume --workdir {workdir}")
+
+
+def open_round(s, what: str) -> dict:
+    """The run's newest round while it is open for answers (scored, not yet finished); ConfigError
+    otherwise, saying what to do. ``what``: the command, for the message."""
+    row = storage.current_round(s.db, s.run_id)
+    if row is None or not s.done(f"round{row['idx']}.score"):
+        raise ConfigError(f"{s.workdir} has no round with selected queries yet, so there is nothing to {what} "
+                          "(run launch.py --budget ... first)")
+    if s.done(f"round{row['idx']}.annotate"):
+        raise ConfigError(f"round {row['idx']} of {s.workdir} is finished; {what} works on the open round (run "
+                          "launch.py --resume to select the next one)")
+    return row
+
+
+def export_tool(workdir: str, out: str, fmt: str, cache_dir: str | None = None) -> dict:
+    """``python launch.py export --format label-studio|cvat``: the open round's queries, images and
+    pre-annotations for another labeling tool (storage.interchange). Returns its summary."""
+    from storage.interchange import export_round
+
+    s = reopen(workdir, cache_dir)
+    row = open_round(s, f"export for {fmt}")
+    provider = SessionProvider(s.cache / "superpixels", s.target, s.cache / f"round{row['idx']}")
+    summary = export_round(s.db, row["id"], out, s.val.label_space, fmt, provider.image, provider.prediction)
+    print(f"exported round {row['idx']}: {summary['queries']} queries on {summary['images']} images for {fmt} to "
+          f"{out} ({', '.join(summary['files'])} + images/); see docs/TOOLS.md")
+    return summary
+
+
+def import_tool(workdir: str, path: str, fmt: str, annotator: str | None = None, cache_dir: str | None = None) -> dict:
+    """``python launch.py import --format label-studio|cvat FILE``: a tool's export of the labeled
+    tasks back into project.db as answers to the open round's queries, all or nothing, through the
+    browser's checks (storage.import_labels). Returns the counts."""
+    from storage.interchange import answers_from_drawings, read_tool_export
+
+    s = reopen(workdir, cache_dir)
+    row = open_round(s, "import")
+    space = s.val.label_space
+    drawings = read_tool_export(path, fmt, space, storage.image_sizes(s.db), annotator=annotator)
+    rows = answers_from_drawings(s.db, row["id"], drawings)
+    classes = {c.train_id for c in space.classes} | {255}
+    counts = storage.import_labels(s.db, rows, row["id"], classes)
+    storage.checkpoint_wal(s.db)
+    print(f"imported {counts['stored']} answers into round {row['idx']} ({counts['unchanged']} unchanged, "
+          f"{counts['kept']} already answered by someone else kept); continue with: python launch.py --resume "
+          f"--workdir {workdir}, then 'Finish round' in the annotator")
+    return counts
 
 
 def export_run(workdir: str, out: str, dense: bool = False, threshold: float = 0.9, cache_dir: str | None = None) -> dict:

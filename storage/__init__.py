@@ -9,6 +9,7 @@ numpy + sqlite-utils (+ cv2 for PNG); never imports torch.
 - ``storage.queue``    target images, rounds, queries and their leases
 - ``storage.labels``   labels (idempotent, history), review, :func:`label_mask`, :func:`answered_mask`
 - ``storage.exporter`` Cityscapes-layout masks + manifest
+- ``storage.interchange`` Label Studio and CVAT round trips (export a round's queries, read labels back)
 """
 from storage.db import (
     DB_NAME, MIGRATIONS, SCHEMA_VERSION, InvalidInput, LeaseError, StoreError, checkpoint_wal, immediate,
@@ -19,14 +20,13 @@ from storage.labels import (
     AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
     encode_patch, get_label,
     image_labels, image_points,
-    label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
+    import_labels, label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
     submit_label,
 )
 from storage.queue import (
     add_images, add_queries, add_round, available_queries, current_round, flag, get_image, get_query, get_round,
     holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, lease_query,
-    open_queries,
-    pending_count, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
+    pending_count, round_queries, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
 )
 from storage.runs import (
     add_checkpoint, add_metric, last_run, latest_checkpoint, mark_step, metrics_table, set_run_config,
@@ -39,11 +39,11 @@ __all__ = [
     "export", "safe_stem",
     "AnswerRefused", "annotator_stats", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",
-    "image_points", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
+    "image_points", "import_labels", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
     "submit_label",
     "add_images", "add_queries", "add_round", "available_queries", "current_round", "flag", "get_image",
     "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",
-    "lease_image", "lease_next", "lease_query", "open_queries", "pending_count", "query_kinds", "release", "renew",
+    "lease_image", "lease_next", "lease_query", "pending_count", "round_queries", "query_kinds", "release", "renew",
     "requeue",
     "round_progress", "set_round_status", "skip", "target_pixels",
     "add_checkpoint", "add_metric", "last_run", "latest_checkpoint", "mark_step", "metrics_table",

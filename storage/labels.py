@@ -149,6 +149,42 @@ def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | 
         return _write(conn, query_id, annotator, blob, cls, ms, _count(edits, "edits"), prefill)
 
 
+def import_labels(db: Database, rows: list[dict], round_id: int, classes: Collection[int]) -> dict:
+    """Store answers read from another labeling tool (``storage.interchange``), ALL OR NOTHING: rows
+    ``{"query_id", "annotator", "patch" | "point_class"}`` for queries of round ``round_id``. Each row
+    passes the browser's checks: the query is of that round, the answer's shape fits its box, every
+    class id is in ``classes`` (trainIds + 255); a query someone is labeling now (a live lease of
+    another annotator) refuses the whole import. A query already answered by another annotator keeps
+    that answer (``kept``); the same answer imported again changes nothing (``unchanged``), so an
+    import can be repeated. Returns {"stored", "unchanged", "kept"}; InvalidInput (nothing stored)
+    for a row that fails a check, AnswerRefused/LeaseError likewise."""
+    prepared = []
+    for r in rows:
+        qid = int(r["query_id"])
+        q = _query_row(db.conn, qid)
+        blob, cls = _prepare(q, r.get("patch"), r.get("point_class"))
+        _check_classes(qid, None if r.get("patch") is None else np.asarray(r["patch"]), cls, classes)
+        prepared.append((qid, str(r["annotator"]), blob, cls))
+    counts = {"stored": 0, "unchanged": 0, "kept": 0}
+    with immediate(db) as conn:
+        for qid, who, blob, cls in prepared:
+            rnd = conn.execute("SELECT round FROM queries WHERE id = ?", (qid,)).fetchone()[0]
+            if rnd != round_id:
+                raise InvalidInput(f"query {qid} is not a query of the round being imported")
+            _check_not_held_by_other(conn, qid, who)
+            if _answered_by_other(conn, qid, who) is not None:
+                counts["kept"] += 1
+                continue
+            old = conn.execute("SELECT patch, point_class, review FROM labels WHERE query = ? AND annotator = ?",
+                               (qid, who)).fetchone()
+            if old is not None and old[0] == blob and old[1] == cls and old[2] != "rejected":
+                counts["unchanged"] += 1
+                continue
+            _write(conn, qid, who, blob, cls, 0)
+            counts["stored"] += 1
+    return counts
+
+
 def _count(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise InvalidInput(f"{what} must be a non-negative integer, got {value!r}")

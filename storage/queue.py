@@ -184,12 +184,13 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
     return ids
 
 
-def open_queries(db: Database, round_id: int) -> list[dict]:
-    """The round's queries still to answer (pending or leased), each row with its image ``name``,
-    ordered by image name then id (an oracle answers them image by image)."""
+def round_queries(db: Database, round_id: int, open_only: bool = False) -> list[dict]:
+    """All queries of a round (``open_only``: those still to answer, pending or leased), each row with
+    its image ``name``, ordered by image name then id (an oracle answers them image by image)."""
+    status = " AND q.status IN ('pending', 'leased')" if open_only else ""
     return list(db.query(
-        "SELECT q.*, i.name FROM queries q JOIN images i ON i.id = q.image WHERE q.round = ? "
-        "AND q.status IN ('pending', 'leased') ORDER BY i.name, q.id", [round_id]))
+        f"SELECT q.*, i.name FROM queries q JOIN images i ON i.id = q.image WHERE q.round = ?{status} "
+        "ORDER BY i.name, q.id", [round_id]))
 
 
 def labeled_pixels(db: Database, run: int) -> int:
