@@ -258,6 +258,20 @@ def evaluation_frame(ctx: AnnotatorContext) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["class", "IoU (%)"])
 
 
+def honeypot_frame(ctx: AnnotatorContext) -> pd.DataFrame:
+    """Per annotator, how right their answers to honeypots (queries with a known answer,
+    ``--honeypot-rate``) are, over all rounds: answered honeypots, known pixels, pixel accuracy (%),
+    mIoU (%) and their weakest class. Empty without honeypot answers."""
+    names = {c.train_id: c.name for c in ctx.space.classes}
+    rows = []
+    for s in storage.honeypot_scores(ctx.db):
+        worst = min(s["iou"].items(), key=lambda kv: kv[1]) if s["iou"] else None
+        rows.append((s["annotator"], s["honeypots"], s["pixels"], s["accuracy"], s["miou"],
+                     "" if worst is None else f"{names.get(worst[0], worst[0])} ({worst[1]:g})"))
+    return pd.DataFrame(rows, columns=["annotator", "honeypots", "known pixels", "pixel accuracy (%)", "mIoU (%)",
+                                       "weakest class (IoU %)"])
+
+
 def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
     rows = storage.review_rows(ctx.db, ctx.shown_round_id(), status)
     cols = ["label", "query", "kind", "image", "annotator", "review", "ms", "created"]
@@ -384,6 +398,8 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                 rv_info = gr.Markdown(elem_id="review-info")
                 rv_preview = gr.Image(label="Label", format="png", interactive=False, elem_id="review-preview",
                                       height=320)
+                rv_honeypots = gr.Dataframe(interactive=False, elem_id="honeypot-scores", label="Honeypots: answers "
+                                            "to queries with a known answer, per annotator (all rounds)")
             with gr.Tab("Round", id="round", elem_id="tab-round"):
                 round_md = gr.Markdown(elem_id="round-progress")
                 counts = gr.Dataframe(interactive=False, label="Per annotator (this round)", elem_id="annotator-counts")
@@ -422,7 +438,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
             return round_markdown(ctx), annotator_counts(ctx), dm, dc, de, de
 
         def refresh_review(status):
-            return review_frame(ctx, status)
+            return review_frame(ctx, status), honeypot_frame(ctx)
 
         def pick_row(evt: gr.SelectData):
             row = evt.row_value
@@ -497,11 +513,11 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
             demo.load(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
             timer.tick(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
         demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
-        demo.load(refresh_review, inputs=rv_filter, outputs=rv_table)
+        demo.load(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots])
         rcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
         pcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
-        rv_filter.change(refresh_review, inputs=rv_filter, outputs=rv_table)
-        rv_refresh.click(refresh_review, inputs=rv_filter, outputs=rv_table)
+        rv_filter.change(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots])
+        rv_refresh.click(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots])
         rv_table.select(pick_row, outputs=rv_label).then(show_label, inputs=rv_label, outputs=[rv_preview, rv_info])
         def approve(label_id, status, request: gr.Request):
             return do_review(label_id, True, status, request)

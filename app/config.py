@@ -178,6 +178,10 @@ class RunConfig:
                       "losses)", "active learning", metavar="A+B")
     oracle: bool = opt(False, "answer every query from target ground truth (headless experiments, as in the paper)",
                        "active learning")
+    honeypot_rate: float = opt(0.0, "extra queries with a known answer (target ground truth) mixed into each round's "
+                               "queue, as a share of the round's queries (e.g. 0.05); they look like any other "
+                               "query, score each annotator (Review tab, export manifest) and are never used for "
+                               "training or counted in the budget", "active learning", metavar="R")
     resume: bool = opt(False, "continue the run in --workdir from its last completed step with its stored settings; "
                        "more --rounds extend it, any other option that differs is refused", "active learning")
     # -- the browser annotator (when not --oracle)
@@ -230,6 +234,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown --recipe {cfg.recipe!r} (choose from {', '.join(RECIPES)})")
     if not 0 < cfg.scale[0] <= cfg.scale[1]:
         raise ConfigError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH (got {cfg.scale})")
+    if not 0 <= cfg.honeypot_rate < 1:
+        raise ConfigError(f"--honeypot-rate must be in [0, 1) (got {cfg.honeypot_rate})")
     if cfg.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1 (got {cfg.checkpoint_every})")
     if cfg.warmup < 0:

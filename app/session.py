@@ -259,6 +259,9 @@ class ActiveSession:
     def _check_work(self, sizes: dict) -> None:
         """ConfigError before any training when the rounds could do no work: an oracle without target
         masks, or a budget below one query per image and round. Warns when val has no masks."""
+        if self.budget is not None and self.cfg.honeypot_rate and not getattr(self.target, "has_labels", True):
+            raise ConfigError(f"--honeypot-rate needs the known answers of the target's ground-truth masks, but "
+                              f"{self.cfg.target} has none (no masks/ folder): drop --honeypot-rate, or add the masks")
         if self.budget is not None and self.cfg.oracle and not getattr(self.target, "has_labels", True):
             raise ConfigError(f"--oracle answers queries from the target's ground-truth masks, but {self.cfg.target} "
                               "has none (no masks/ folder): label in the browser (drop --oracle), or add the masks")
@@ -349,6 +352,7 @@ class ActiveSession:
         out = self.cache / f"round{rnd}"
         out.mkdir(parents=True, exist_ok=True)
         stats = ClassEntropyStats(self.val.label_space.num_classes)
+        picked: dict[int, list] = {}
         self.model.eval()
         for i in progress_bar(range(len(self.target)), desc=f"round {rnd}: score + select"):
             s = self.target[i]
@@ -361,13 +365,48 @@ class ActiveSession:
                                               window=self.cfg.infer_window, device=self.device, adjust=self.adjust,
                                               rng=np.random.default_rng([train_seed(self.cfg), rnd, i]))
             storage.add_queries(self.db, round_id, s["name"], mode, picks)
+            picked[i] = picks
             stats.update(prob)
             np.savez_compressed(out / f"{s['name']}.npz", pred=prob.argmax(0).astype(np.uint8),
                                 score=res["score"].astype(np.float16),
                                 entropy=cra_entropy(prob).astype(np.float16))
         (out / "cra_thresholds.json").write_text(json.dumps(np.nan_to_num(stats.class_thresholds(), nan=-1).tolist()))
+        if self.cfg.honeypot_rate:
+            self.add_honeypots(rnd, round_id, picked, mode, radius)
         self.model.train()
         self.mark(step)
+
+    def add_honeypots(self, rnd: int, round_id: int, picked: dict[int, list], mode: str, radius: int) -> None:
+        """Mix ``--honeypot-rate`` x (the round's queries) honeypots into the queue: random regions (or
+        pixels) of random target images, apart from the round's queries, whose ground truth has labeled
+        pixels; each takes the score of a random real query, so they sit anywhere in the queue order."""
+        scores = [p[-1] for picks in picked.values() for p in picks]
+        want = int(round(self.cfg.honeypot_rate * len(scores)))
+        if not scores or not want:
+            return
+        rng = np.random.default_rng([train_seed(self.cfg), rnd, 7919])
+        side = 2 * radius + 1
+        added = 0
+        for _ in range(20 * want):
+            if added == want:
+                break
+            i = int(rng.integers(len(self.target)))
+            label = self.target[i]["label"]
+            H, W = label.shape
+            if mode == "region":
+                y0, x0 = int(rng.integers(max(1, H - side + 1))), int(rng.integers(max(1, W - side + 1)))
+                y1, x1 = min(H, y0 + side), min(W, x0 + side)
+                clash = any(y0 < p[2] and p[0] < y1 and x0 < p[3] and p[1] < x1 for p in picked.get(i, []))
+                truth, pick = label[y0:y1, x0:x1], (y0, x0, y1, x1, float(rng.choice(scores)))
+            else:
+                y, x = int(rng.integers(H)), int(rng.integers(W))
+                clash = any((y, x) == (p[0], p[1]) for p in picked.get(i, []))
+                truth, pick = label[y, x], (y, x, float(rng.choice(scores)))
+            if clash or (np.asarray(truth) == 255).all():
+                continue
+            storage.add_queries(self.db, round_id, self.target.names[i], mode, [pick], truths=[truth])
+            picked.setdefault(i, []).append(pick)
+            added += 1
 
     def annotate(self, rnd: int, round_id: int) -> None:
         step = f"round{rnd}.annotate"

@@ -20,7 +20,7 @@ from storage.labels import (
     AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
     encode_patch, get_label,
     image_labels, image_points,
-    import_labels, label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
+    honeypot_scores, import_labels, label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
     submit_label,
 )
 from storage.queue import (
@@ -39,7 +39,7 @@ __all__ = [
     "export", "safe_stem",
     "AnswerRefused", "annotator_stats", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",
-    "image_points", "import_labels", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
+    "image_points", "honeypot_scores", "import_labels", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
     "submit_label",
     "add_images", "add_queries", "add_round", "available_queries", "current_round", "flag", "get_image",
     "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",

@@ -203,9 +203,19 @@ def _migration_3(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE {table} ADD COLUMN prefill TEXT")
 
 
+def _migration_4(conn: sqlite3.Connection) -> None:
+    """Honeypots: queries whose answer is known (``--honeypot-rate``), mixed into the queue and shown
+    like any other; their answers score the annotators (storage.honeypot_scores) and are never used
+    for training, counted in the budget or exported. ``truth``: the known region patch (encoded like
+    labels.patch), ``truth_class``: the known class of a pixel query."""
+    conn.execute("ALTER TABLE queries ADD COLUMN honeypot INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE queries ADD COLUMN truth BLOB")
+    conn.execute("ALTER TABLE queries ADD COLUMN truth_class INTEGER")
+
+
 # Migration i (0-based) brings the schema from user_version i to i+1. Append only; never edit
 # a released migration.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -26,7 +26,7 @@ from sqlite_utils import Database
 from core import fileio
 from core.data.labels import IGNORE, LabelSpace
 from storage.db import InvalidInput, StoreError, now_iso
-from storage.labels import _compose, _size, image_labels
+from storage.labels import _compose, _size, honeypot_scores, image_labels
 
 Dense = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
 SUFFIXES = ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png", "_gtFine_color.png")
@@ -84,7 +84,8 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
     out = Path(out_dir)
     images = db.execute(
         "SELECT DISTINCT i.id, i.name FROM images i JOIN queries q ON q.image = i.id JOIN labels l "
-        "ON l.query = q.id WHERE l.review != 'rejected' AND i.domain = ? ORDER BY i.name", (domain,)).fetchall()
+        "ON l.query = q.id WHERE l.review != 'rejected' AND q.honeypot = 0 AND i.domain = ? ORDER BY i.name",
+        (domain,)).fetchall()
     stems = {}
     for img, name in images:
         stem = safe_stem(name)
@@ -100,8 +101,10 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
     palette = label_space.palette()
     palette[IGNORE] = unlabeled["color"]
     palette_bgr = palette[:, ::-1].copy()
+    names = {c.train_id: c.name for c in label_space.classes}
+    honeypots = [{**s, "iou": {names.get(c, str(c)): v for c, v in s["iou"].items()}} for s in honeypot_scores(db)]
     manifest = {"created": now_iso(), "label_space": label_space.name, "classes": label_space.to_json(),
-                "unlabeled": unlabeled,
+                "unlabeled": unlabeled, "honeypots": honeypots,
                 "dense": dense is not None, "threshold": threshold if dense is not None else None,
                 "files": list(SUFFIXES), "images": {}}
     # two phases: every new file is staged (written and fsync'ed under a temp name in out_dir) before any

@@ -185,6 +185,41 @@ def import_labels(db: Database, rows: list[dict], round_id: int, classes: Collec
     return counts
 
 
+def honeypot_scores(db: Database, round_id: int | None = None) -> list[dict]:
+    """How right each annotator is on honeypots (queries with a known answer), over all rounds or
+    one: per annotator {"annotator", "honeypots" (answered), "pixels" (known pixels they answered),
+    "accuracy" (% of those pixels answered with the known class; 'void'/'unsure' counts as wrong),
+    "miou" (% over the classes in the truth or the answers), "iou" {trainId: %}}, best accuracy
+    first. Rejected answers are left out."""
+    w, args = ("", []) if round_id is None else (" AND q.round = ?", [round_id])
+    per: dict[str, dict] = {}
+    for who, kind, truth, truth_class, patch, cls in db.execute(
+            "SELECT l.annotator, q.kind, q.truth, q.truth_class, l.patch, l.point_class FROM labels l "
+            f"JOIN queries q ON q.id = l.query WHERE q.honeypot = 1 AND l.review != 'rejected'{w} ORDER BY l.id",
+            args).fetchall():
+        if kind == "region":
+            t = decode_patch(truth).ravel()
+            a = (decode_patch(patch) if patch is not None else np.full(t.size, cls, np.uint8)).ravel()
+        else:
+            t, a = np.array([truth_class]), np.array([cls])
+        keep = t != IGNORE
+        s = per.setdefault(who, {"annotator": who, "honeypots": 0, "truth": [], "answer": []})
+        s["honeypots"] += 1
+        s["truth"].append(t[keep].astype(np.int64))
+        s["answer"].append(a[keep].astype(np.int64))
+    out = []
+    for s in per.values():
+        t, a = np.concatenate(s.pop("truth")), np.concatenate(s.pop("answer"))
+        iou = {}
+        for c in sorted(set(t.tolist()) | (set(a.tolist()) - {IGNORE})):
+            inter, union = np.sum((t == c) & (a == c)), np.sum((t == c) | (a == c))
+            iou[int(c)] = round(100.0 * inter / union, 1)
+        s.update(pixels=int(t.size), accuracy=round(100.0 * float(np.mean(t == a)), 1) if t.size else None,
+                 miou=round(float(np.mean(list(iou.values()))), 1) if iou else None, iou=iou)
+        out.append(s)
+    return sorted(out, key=lambda s: (-(s["accuracy"] or 0), s["annotator"]))
+
+
 def _count(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise InvalidInput(f"{what} must be a non-negative integer, got {value!r}")
@@ -335,10 +370,10 @@ def label_versions(db: Database, label_id: int, decode: bool = True) -> list[dic
 
 def image_labels(db: Database, image: int | str, include_rejected: bool = False) -> list[dict]:
     """Labels of one image joined with their query geometry, in composition order (oldest
-    first). Each dict: label id, query, annotator, kind, y0,x0,y1,x1, y,x, patch (array or None),
+    first); answers to honeypots are left out (they train nothing and are not exported). Each dict: label id, query, annotator, kind, y0,x0,y1,x1, y,x, patch (array or None),
     point_class, ms (active milliseconds), edits, prefill, created, review, round (round number or None)."""
     img = image_id(db, image)
-    where = "" if include_rejected else " AND l.review != 'rejected'"
+    where = ("" if include_rejected else " AND l.review != 'rejected'") + " AND q.honeypot = 0"
     rows = list(db.query(
         "SELECT l.id, l.query, l.annotator, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, l.patch, l.point_class, "
         "l.ms, l.edits, l.prefill, l.created, l.review, r.idx AS round FROM labels l JOIN queries q ON q.id = l.query "
@@ -406,7 +441,7 @@ def labeled_pixel_count(db: Database) -> dict[str, int]:
     out: dict[str, int] = {}
     for img, name, h, w in db.execute(
             "SELECT DISTINCT i.id, i.name, i.height, i.width FROM images i JOIN queries q ON q.image = i.id "
-            "JOIN labels l ON l.query = q.id WHERE l.review != 'rejected' ORDER BY i.id").fetchall():
+            "JOIN labels l ON l.query = q.id WHERE l.review != 'rejected' AND q.honeypot = 0 ORDER BY i.id").fetchall():
         rows = image_labels(db, img)
         if h is None or w is None:
             h, w = _extent(rows)

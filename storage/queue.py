@@ -8,6 +8,8 @@ expired lease is as good as pending. Image ``height``/``width`` are label pixels
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from typing import Any, Iterable, Mapping
 
 from sqlite_utils import Database
@@ -147,18 +149,32 @@ def _pick_values(kind: str, pick: Any) -> dict:
 
 
 def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
-                picks: Iterable[Any]) -> list[int]:
+                picks: Iterable[Any], truths: list | None = None) -> list[int]:
     """Add pending queries for one image in one transaction; returns their ids.
 
     ``picks``: for ``region`` tuples ``(y0, x0, y1, x1[, score])`` (end-exclusive box) or dicts
     with those keys; for ``pixel`` tuples ``(y, x[, score])`` or dicts. Idempotent: a query with
     the same round, image, kind and geometry is not added twice (its existing id is returned),
-    so a resumed scoring step can simply re-add.
+    so a resumed scoring step can simply re-add. ``truths`` (one per pick: a uint8 patch of the
+    box's shape, or a pixel's class) makes them honeypots with that known answer.
     """
     if kind not in KINDS:
         raise InvalidInput(f"query kind must be one of {KINDS}, got {kind!r}")
     img = image_id(db, image)
     vals = [_pick_values(kind, p) for p in picks]
+    if truths is not None:
+        from storage.labels import encode_patch   # (labels imports this module)
+        if len(truths) != len(vals):
+            raise InvalidInput(f"{len(truths)} truths for {len(vals)} honeypot picks")
+        for v, t in zip(vals, truths):
+            if kind == "region":
+                t = np.asarray(t, np.uint8)
+                if t.shape != (v["y1"] - v["y0"], v["x1"] - v["x0"]):
+                    raise InvalidInput(f"honeypot truth of shape {t.shape} for a box of "
+                                       f"{(v['y1'] - v['y0'], v['x1'] - v['x0'])}")
+                v["truth"], v["truth_class"] = encode_patch(t), None
+            else:
+                v["truth"], v["truth_class"] = None, int(t)
     ids = []
     created = now_iso()
     cols = ("y0", "x0", "y1", "x1", "y", "x")
@@ -168,9 +184,10 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
         for v in vals:
             geo = [v.get(c) for c in cols]
             cur = conn.execute(
-                "INSERT OR IGNORE INTO queries (image, round, kind, y0, x0, y1, x1, y, x, score, status, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [img, round_id, kind, *geo, v["score"], created])
+                "INSERT OR IGNORE INTO queries (image, round, kind, y0, x0, y1, x1, y, x, score, status, created, "
+                "honeypot, truth, truth_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                [img, round_id, kind, *geo, v["score"], created, int(truths is not None), v.get("truth"),
+                 v.get("truth_class")])
             if cur.rowcount:
                 ids.append(cur.lastrowid)
             else:
@@ -194,10 +211,12 @@ def round_queries(db: Database, round_id: int, open_only: bool = False) -> list[
 
 
 def labeled_pixels(db: Database, run: int) -> int:
-    """Label pixels inside ``run``'s answered queries: a region's box area, one per pixel query."""
+    """Label pixels inside ``run``'s answered queries: a region's box area, one per pixel query
+    (honeypots are not part of the budget)."""
     return db.execute(
         "SELECT coalesce(sum(CASE WHEN kind = 'region' THEN (y1 - y0) * (x1 - x0) ELSE 1 END), 0) "
-        "FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.status = 'done'", [run]).fetchone()[0]
+        "FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.status = 'done' AND q.honeypot = 0",
+        [run]).fetchone()[0]
 
 
 def target_pixels(db: Database) -> int:

@@ -122,6 +122,28 @@ def _answer_from_prediction(workdir: Path, rnd: int, annotator: str = "script") 
         db.close()
 
 
+def _answer_honeypots(workdir: Path) -> int:
+    """Two simulated annotators answer the open honeypots through storage: 'careful' gives the known
+    answer, 'sloppy' answers every pixel 'road'. Returns how many each answered."""
+    import storage
+
+    db = storage.open_store(workdir, create=False)
+    try:
+        rows = list(db.query("SELECT id, truth FROM queries WHERE honeypot = 1 AND kind = 'region' "
+                             "AND status = 'pending' ORDER BY id"))
+        assert len(rows) >= 2, rows
+        half = len(rows) // 2
+        for k, q in enumerate(rows[: 2 * half]):
+            truth = storage.decode_patch(q["truth"])
+            if k < half:
+                storage.save_label(db, q["id"], "careful", patch=truth, ms=1000)
+            else:
+                storage.save_label(db, q["id"], "sloppy", patch=np.zeros_like(truth), ms=1000)
+        return half
+    finally:
+        db.close()
+
+
 def _press_finish_round(page) -> str:
     """Press "Finish round" on the Round tab; returns the reply shown to the annotator, which must
     arrive before the loop stops the server to retrain (no error toast on the way)."""
@@ -172,7 +194,7 @@ def project(request, tmp_path_factory, cache, browser):
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     if name == "ra":
-        args = [*SYNTH, "--budget", "2.2%", "--rounds", "1"]
+        args = [*SYNTH, "--budget", "2.2%", "--rounds", "1", "--honeypot-rate", "0.9"]
     elif name == "pa":
         args = [*SYNTH, "--budget", "40px", "--rounds", "1", "--region-radius", "2"]
     elif name == "folder":
@@ -269,6 +291,7 @@ def test_every_tab_of_a_project_the_loop_made(project, page):
                                timeout=30_000)
     page.wait_for_function("() => /your labels: 1\\b/.test(document.querySelector('#annot-header').innerText)",
                            timeout=30_000)
+    honeypots = _answer_honeypots(project.workdir) if project.name == "ra" else 0
     for tab in TABS:
         page.get_by_role("tab", name=tab).click()
         if tab in ("Regions", "Pixels"):
@@ -282,14 +305,23 @@ def test_every_tab_of_a_project_the_loop_made(project, page):
                                    timeout=30_000)
             assert page.locator("#review-preview img").count() == 1
             assert f"{exp['kind']} query" in page.locator("#review-info").inner_text()
+            if honeypots:    # the honeypot scores: the careful annotator first, at 100 % pixel accuracy
+                table = page.locator("#honeypot-scores")
+                table.scroll_into_view_if_needed()
+                page.wait_for_function("() => /sloppy/.test(document.querySelector('#honeypot-scores')?.innerText "
+                                       "|| '')", timeout=30_000)
+                rows = [r for r in table.locator("[role=row]").all_inner_texts() if "careful" in r or "sloppy" in r]
+                assert len(rows) == 2 and "careful" in rows[0] and "sloppy" in rows[1], rows
+                assert "100" in rows[0], rows[0]
         else:
             page.locator("#round-refresh").click()
-            try:        # the text from page load said "Labeled 0/..."
-                page.wait_for_function("() => (document.querySelector('#round-progress')?.innerText || '')"
-                                       ".includes('Labeled 1/')", timeout=30_000)
+            labeled = f"Labeled {1 + 2 * honeypots}/"   # the text from page load said "Labeled 0/..."
+            try:
+                page.wait_for_function(f"() => (document.querySelector('#round-progress')?.innerText || '')"
+                                       f".includes('{labeled}')", timeout=30_000)
             finally:
                 text = page.locator("#round-progress").inner_text()
-            assert f"Round {exp['round']}" in text and exp["budget"] in text and "Labeled 1/" in text, text
+            assert f"Round {exp['round']}" in text and exp["budget"] in text and labeled in text, text
             if project.name == "round2":   # round 1 was answered (partly in the browser) and evaluated:
                 plot = page.locator("#plot-miou-time")   # mIoU against active annotation minutes
                 plot.scroll_into_view_if_needed()
