@@ -491,7 +491,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                 refresh the header and go to the tab that has the round's work (the canvases ask for it)."""
                 snap = status.snapshot()
                 busy = snap["open_round"] is None
-                evals = len(storage.metrics_table(ctx.db)) if busy else seen.get("evals")
+                evals = sum("iou" in r for r in storage.metrics_table(ctx.db)) if busy else seen.get("evals")
                 now = {"busy": busy, "v": snap["version"], "lv": snap["loss_version"], "evals": evals}
                 if snap["finished"]:   # the run ended: say so once and stop asking (its server goes away)
                     return (now, gr.Column(visible=True), header_markdown(ctx, username(request)),
@@ -500,7 +500,8 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                     return seen, *([gr.skip()] * 7)
                 switched = seen.get("busy") != busy
                 tab = gr.skip()
-                if switched and not busy:
+                if switched and not busy and seen.get("busy"):   # a round opened while this page waited (not
+                    # the page's first tick: on_load picks the tab then, and a click must not be undone)
                     kinds = storage.query_kinds(ctx.db, snap["open_round"])
                     tab = gr.Tabs(selected="pixels" if kinds.get("pixel") and not kinds.get("region") else "regions")
                 return (now, gr.Column(visible=busy) if switched else gr.skip(),

@@ -72,8 +72,10 @@ def save_answers(ctx: AnnotatorContext, user: str, answers: list) -> dict:
     acked, errors = [], []
     try:
         rnd = ctx.answer_round()
-    except RoundClosed as e:
-        return {"ok": False, "acked": [], "errors": [{"query_id": None, "error": str(e), "permanent": True}]}
+    except RoundClosed as e:   # one permanent error per answer: the page must not send them again
+        return {"ok": False, "acked": [], "errors": [
+            {"query_id": a.get("query_id") if isinstance(a, dict) else None, "error": str(e), "permanent": True}
+            for a in list(answers)[:MAX_BATCH]]}
     prefill = ctx.prefill_source()
     for a in list(answers)[:MAX_BATCH]:
         try:

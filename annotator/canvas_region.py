@@ -131,7 +131,7 @@ def build_region_task(ctx: AnnotatorContext, q: dict, user: str) -> dict:
         "existing": existing is not None,
         "info": (f"{view.name} · region {y1 - y0}×{x1 - x0} at (y={y0}, x={x0})"
                  + (f" · score {score:.3g}" if isinstance(score, (int, float)) else "")
-                 + (f" · round id {rnd}" if rnd is not None else "") + f" · query #{q['id']}"),
+                 + (f" · round id {rnd}" if rnd is not None else "")),
     }
 
 

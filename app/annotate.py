@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
 from annotator.provider import BaseProvider, ProviderError
 from annotator.status import RunStatus
 from core import progress
@@ -87,16 +88,22 @@ class AnnotatorServer:
     a round's queries and :meth:`wait_finished` blocks until an annotator presses "Finish round"."""
 
     def __init__(self, workdir, label_space, cache: Path, host: str = "127.0.0.1", port: int = 7860, auth=None,
-                 users_file=None):
+                 users_file=None, retrains: bool = True):
         from annotator.app import launch
+        from annotator.context import AnnotatorError
 
+        self.workdir, self.retrains = Path(workdir), retrains
         self.status = RunStatus()
         self.cache = Path(cache)
         self.provider = SessionProvider(self.cache / "superpixels")
         self._finished: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
-        self.demo = launch(workdir, self.provider, label_space, on_finish=self._on_finish, auth=auth,
-                           users_file=users_file, host=host, port=port, block=False, status=self.status)
+        try:
+            self.demo = launch(workdir, self.provider, label_space, on_finish=self._on_finish, auth=auth,
+                               users_file=users_file, host=host, port=port, block=False, status=self.status)
+        except OSError as e:   # Gradio: the port is taken (e.g. another run on the default port)
+            raise AnnotatorError(f"cannot serve the annotator on {host}:{port} ({str(e).splitlines()[0]}): pass "
+                                 "another --port") from None
         self.url = getattr(self.demo, "local_url", None) or f"http://{host}:{port}/"
         progress.subscribe(self.status.update)
 
@@ -104,10 +111,24 @@ class AnnotatorServer:
         with self._lock:
             return self._finished.setdefault(round_id, threading.Event())
 
+    def _set_round(self, round_id: int, status: str) -> None:
+        db = storage.open_store(self.workdir, create=False)   # called from Gradio's threads: own connection
+        try:
+            storage.set_round_status(db, round_id, status)
+        finally:
+            db.close()
+
     def _on_finish(self, round_id):
-        if round_id is None:
-            return "No round is open."
-        self.status.set_open_round(None)     # no more answers: the loop retrains with what it has
+        with self._lock:
+            if round_id is None or self.status.open_round != round_id:
+                return "No round is open."
+            self.status.set_open_round(None)     # no more answers: the loop retrains with what it has
+            self._set_round(round_id, "closed")  # and the store refuses any answer that raced this click
+        if not self.retrains:
+            self.status.finish("Round finished. Continue the loop with: python launch.py --resume --workdir "
+                               f"{self.workdir}")
+            self._event(round_id).set()
+            return "Round finished. The loop retrains when it is continued with launch.py --resume."
         self.status.phase("retraining with the round's labels")
         self._event(round_id).set()
         return "Round finished: the model is retraining with your labels. This page shows its progress."
@@ -116,6 +137,7 @@ class AnnotatorServer:
         """Serve round ``rnd``'s queries (its predictions are in ``cache/round<rnd>``)."""
         self.provider.use(target, self.cache / f"round{rnd}")
         self.demo.annotator_context.forget_views()
+        self._set_round(round_id, "open")   # (again, when a run stopped after 'Finish round' is resumed)
         self.status.phase(f"round {rnd}: waiting for annotators")
         self.status.set_open_round(round_id)
         print(f"\nAnnotator for round {rnd} is open at {self.url}  (press 'Finish round' when done)\n", flush=True)
@@ -133,10 +155,11 @@ class AnnotatorServer:
 
 
 def serve(session, rnd: int, round_id: int, host: str = "127.0.0.1", port: int = 7860, auth=None,
-          users_file=None) -> None:
-    """``launch.py annotate``: serve round ``rnd`` of ``session`` until "Finish round"."""
+          users_file=None, retrains: bool = True) -> None:
+    """Serve round ``rnd`` of ``session`` until "Finish round" (``launch.py annotate``: ``retrains=False``,
+    the loop continues with ``--resume``)."""
     server = AnnotatorServer(session.workdir, session.val.label_space, session.cache, host=host, port=port,
-                             auth=auth, users_file=users_file)
+                             auth=auth, users_file=users_file, retrains=retrains)
     try:
         server.open_round(session.target, rnd, round_id)
         server.wait_finished(round_id)

@@ -127,6 +127,8 @@ def build_import_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=TOOL_FORMATS)
     p.add_argument("--annotator", default=None, help="the name stored with the answers (default: "
                    "label-studio:<user> from each annotation, or cvat)")
+    p.add_argument("--accept-unchanged", action="store_true", help="cvat: also import answers equal to the "
+                   "exported pre-annotation (by default they are left out: CVAT cannot tell an untouched box)")
     return p
 
 
@@ -156,10 +158,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     from core.models.weights import WeightsError
     from core.train import CheckpointError
     from annotator.context import AnnotatorError
+    from annotator.provider import ProviderError
     from storage import StoreError
 
     return (ConfigError, DatasetError, LabelSpaceError, WeightsError, BudgetError, StoreError, AnnotatorError,
-            CheckpointError)
+            CheckpointError, ProviderError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
             d = RunConfig()
             import_tool(getattr(a, "workdir", d.workdir), a.file, a.format, annotator=a.annotator,
-                        cache_dir=getattr(a, "cache_dir", d.cache_dir))
+                        cache_dir=getattr(a, "cache_dir", d.cache_dir), accept_unchanged=a.accept_unchanged)
             return 0
         if argv[:1] == ["annotate"]:
             a = args = build_annotate_parser().parse_args(argv[1:])

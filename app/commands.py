@@ -19,7 +19,7 @@ def annotate_only(workdir: str, cache_dir: str | None, host="127.0.0.1", port=78
     row = storage.current_round(s.db, s.run_id)
     if row is None or not s.done(f"round{row['idx']}.score"):
         raise ConfigError(f"{workdir} has no round with selected queries yet (run launch.py --budget ... first)")
-    serve(s, row["idx"], row["id"], host=host, port=port, auth=auth, users_file=users_file)
+    serve(s, row["idx"], row["id"], host=host, port=port, auth=auth, users_file=users_file, retrains=False)
     s.mark(f"round{row['idx']}.annotate")
     print(f"round {row['idx']} finished; continue the loop with: python launch.py --resume --workdir {workdir}")
 
@@ -51,23 +51,34 @@ def export_tool(workdir: str, out: str, fmt: str, cache_dir: str | None = None) 
     return summary
 
 
-def import_tool(workdir: str, path: str, fmt: str, annotator: str | None = None, cache_dir: str | None = None) -> dict:
+def import_tool(workdir: str, path: str, fmt: str, annotator: str | None = None, cache_dir: str | None = None,
+                accept_unchanged: bool = False) -> dict:
     """``python launch.py import --format label-studio|cvat FILE``: a tool's export of the labeled
     tasks back into project.db as answers to the open round's queries, all or nothing, through the
-    browser's checks (storage.import_labels). Returns the counts."""
+    browser's checks (storage.import_labels). CVAT answers equal to the exported pre-annotation are
+    left out unless ``accept_unchanged`` (CVAT's upload turns the pre-annotation into annotations, so
+    an untouched box looks answered). Returns the counts."""
     from storage.interchange import answers_from_drawings, read_tool_export
 
     s = reopen(workdir, cache_dir)
     row = open_round(s, "import")
     space = s.val.label_space
-    drawings = read_tool_export(path, fmt, space, storage.image_sizes(s.db), annotator=annotator)
-    rows = answers_from_drawings(s.db, row["id"], drawings)
+    drawings = read_tool_export(path, fmt, space, storage.image_sizes(s.db), annotator=annotator,
+                                round_idx=row["idx"])
+    provider = SessionProvider(s.cache / "superpixels", s.target, s.cache / f"round{row['idx']}")
+    check = provider.prediction if fmt == "cvat" and not accept_unchanged else None
+    prefill = "warmup" if row["idx"] <= 1 else f"round{row['idx'] - 1}"
+    rows, untouched = answers_from_drawings(s.db, row["id"], drawings, prediction=check, prefill=prefill)
     classes = {c.train_id for c in space.classes} | {255}
     counts = storage.import_labels(s.db, rows, row["id"], classes)
+    counts["untouched"] = untouched
     storage.checkpoint_wal(s.db)
+    left = (f", {untouched} left out because they equal the exported pre-annotation (--accept-unchanged "
+            "imports them)") if untouched else ""
     print(f"imported {counts['stored']} answers into round {row['idx']} ({counts['unchanged']} unchanged, "
-          f"{counts['kept']} already answered by someone else kept); continue with: python launch.py --resume "
-          f"--workdir {workdir}, then 'Finish round' in the annotator")
+          f"{counts['kept']} already answered by someone else kept{left}); then press 'Finish round' in the "
+          f"annotator if the run still waits, or continue a stopped run with: python launch.py --resume "
+          f"--workdir {workdir}")
     return counts
 
 

@@ -179,9 +179,10 @@ class RunConfig:
     oracle: bool = opt(False, "answer every query from target ground truth (headless experiments, as in the paper)",
                        "active learning")
     honeypot_rate: float = opt(0.0, "extra queries with a known answer (target ground truth) mixed into each round's "
-                               "queue, as a share of the round's queries (e.g. 0.05); they look like any other "
-                               "query, score each annotator (Review tab, export manifest) and are never used for "
-                               "training or counted in the budget", "active learning", metavar="R")
+                               "queue at random positions, as a share of the round's queries (e.g. 0.05); not "
+                               "marked as such in the annotator, they score each annotator (Review tab, export "
+                               "manifest) and are never used for training or counted in the budget",
+                               "active learning", metavar="R")
     resume: bool = opt(False, "continue the run in --workdir from its last completed step with its stored settings; "
                        "more --rounds extend it, any other option that differs is refused", "active learning")
     # -- the browser annotator (when not --oracle)

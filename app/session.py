@@ -381,32 +381,34 @@ class ActiveSession:
         pixels) of random target images, apart from the round's queries, whose ground truth has labeled
         pixels; each takes the score of a random real query, so they sit anywhere in the queue order."""
         scores = [p[-1] for picks in picked.values() for p in picks]
-        want = int(round(self.cfg.honeypot_rate * len(scores)))
-        if not scores or not want:
+        if not scores:
             return
+        want = max(1, int(round(self.cfg.honeypot_rate * len(scores))))
         rng = np.random.default_rng([train_seed(self.cfg), rnd, 7919])
+        per_image = np.bincount(rng.integers(len(self.target), size=want), minlength=len(self.target))
         side = 2 * radius + 1
-        added = 0
-        for _ in range(20 * want):
-            if added == want:
-                break
-            i = int(rng.integers(len(self.target)))
-            label = self.target[i]["label"]
+        for i in progress_bar(np.flatnonzero(per_image).tolist(), desc=f"round {rnd}: honeypots"):
+            label = self.target[i]["label"]     # read once per image
             H, W = label.shape
-            if mode == "region":
-                y0, x0 = int(rng.integers(max(1, H - side + 1))), int(rng.integers(max(1, W - side + 1)))
-                y1, x1 = min(H, y0 + side), min(W, x0 + side)
-                clash = any(y0 < p[2] and p[0] < y1 and x0 < p[3] and p[1] < x1 for p in picked.get(i, []))
-                truth, pick = label[y0:y1, x0:x1], (y0, x0, y1, x1, float(rng.choice(scores)))
-            else:
-                y, x = int(rng.integers(H)), int(rng.integers(W))
-                clash = any((y, x) == (p[0], p[1]) for p in picked.get(i, []))
-                truth, pick = label[y, x], (y, x, float(rng.choice(scores)))
-            if clash or (np.asarray(truth) == 255).all():
-                continue
-            storage.add_queries(self.db, round_id, self.target.names[i], mode, [pick], truths=[truth])
-            picked.setdefault(i, []).append(pick)
-            added += 1
+            new, truths = [], []
+            for _ in range(20 * int(per_image[i])):
+                if len(new) == per_image[i]:
+                    break
+                if mode == "region":
+                    y0, x0 = int(rng.integers(max(1, H - side + 1))), int(rng.integers(max(1, W - side + 1)))
+                    y1, x1 = min(H, y0 + side), min(W, x0 + side)
+                    clash = any(y0 < p[2] and p[0] < y1 and x0 < p[3] and p[1] < x1
+                                for p in picked.get(i, []) + new)
+                    truth, pick = label[y0:y1, x0:x1], (y0, x0, y1, x1, float(rng.choice(scores)))
+                else:
+                    y, x = int(rng.integers(H)), int(rng.integers(W))
+                    clash = any((y, x) == (p[0], p[1]) for p in picked.get(i, []) + new)
+                    truth, pick = label[y, x], (y, x, float(rng.choice(scores)))
+                if not clash and not (np.asarray(truth) == 255).all():
+                    new.append(pick)
+                    truths.append(truth)
+            if new:
+                storage.add_queries(self.db, round_id, self.target.names[i], mode, new, truths=truths)
 
     def annotate(self, rnd: int, round_id: int) -> None:
         step = f"round{rnd}.annotate"
@@ -562,5 +564,7 @@ def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
             time.sleep(FINISH_GRACE_S)   # open pages show it and stop asking before the server goes
     finally:
         if s.server is not None:
+            if not s.server.status.finished:   # an error or Ctrl-C: say so before the server goes
+                s.server.status.finish("The run stopped (see its terminal); continue it with launch.py --resume")
             s.server.close()
     return s

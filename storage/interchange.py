@@ -32,6 +32,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from skimage.draw import polygon2mask
 
 from core.data.labels import IGNORE, LabelSpace
 from core.fileio import atomic_write
@@ -207,14 +208,16 @@ def _cvat_export(out: Path, entries, space: LabelSpace, rnd: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------ import
 
 def read_tool_export(path: str | os.PathLike, fmt: str, label_space: LabelSpace,
-                     sizes: dict[str, tuple[int, int]], annotator: str | None = None) -> list[ToolDrawing]:
+                     sizes: dict[str, tuple[int, int]], annotator: str | None = None,
+                     round_idx: int | None = None) -> list[ToolDrawing]:
     """Read a tool's export of labeled tasks: Label Studio's JSON export (``fmt='label-studio'``) or
     a CVAT for images 1.1 ``annotations.xml`` (``fmt='cvat'``). ``sizes``: the project's images
     {name: (H, W)}; every image must be one of them at that size. ``annotator``: the name stored
     with the answers (default: 'label-studio:<user>' from each annotation's ``completed_by``, or
-    'cvat'). Raises InvalidInput with one line naming the file and what is wrong (not that tool's
-    format, an image the project does not have, a size that differs, a label that is not a class,
-    a broken mask)."""
+    'cvat'). ``round_idx``: the open round; a file exported for another round is refused. Raises
+    InvalidInput with one line naming the file and what is wrong (not that tool's format, another
+    round's export, an image the project does not have, a size that differs, a label that is not a
+    class, a broken mask or point, two drawings of one image under one annotator name)."""
     p = Path(path)
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
@@ -223,8 +226,16 @@ def read_tool_export(path: str | os.PathLike, fmt: str, label_space: LabelSpace,
     by_name = {c.name: c.train_id for c in label_space.classes}
     try:
         if fmt == "label-studio":
-            return _ls_read(p, by_name, sizes, annotator)
-        return _cvat_read(p, by_name, sizes, annotator or "cvat")
+            drawings = _ls_read(p, by_name, sizes, annotator, round_idx)
+        else:
+            drawings = _cvat_read(p, by_name, sizes, annotator or "cvat", round_idx)
+        seen = set()
+        for d in drawings:
+            if (d.image, d.annotator) in seen:
+                raise InvalidInput(f"image {d.image} has two drawings that would both be stored as "
+                                   f"{d.annotator!r} (several annotations of one task and --annotator?)")
+            seen.add((d.image, d.annotator))
+        return drawings
     except InvalidInput as e:
         raise InvalidInput(f"{p}: {e}") from None
 
@@ -235,7 +246,7 @@ def _class_of(label: str, by_name: dict[str, int], where: str) -> int:
     return by_name[label]
 
 
-def _ls_read(p: Path, by_name, sizes, annotator) -> list[ToolDrawing]:
+def _ls_read(p: Path, by_name, sizes, annotator, round_idx) -> list[ToolDrawing]:
     try:
         tasks = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -250,6 +261,9 @@ def _ls_read(p: Path, by_name, sizes, annotator) -> list[ToolDrawing]:
             raise InvalidInput(f"task {ti} was not exported by 'launch.py export --format label-studio' "
                                "(no data.segstudio)")
         name = str(meta["image"])
+        if round_idx is not None and meta.get("round") != round_idx:
+            raise InvalidInput(f"task {ti} was exported for round {meta.get('round')}, but round {round_idx} is "
+                               "open: export the open round again")
         if name not in sizes:
             raise InvalidInput(f"task {ti}: image {name!r} is not in this project")
         H, W = sizes[name]
@@ -278,7 +292,10 @@ def _ls_read(p: Path, by_name, sizes, annotator) -> list[ToolDrawing]:
                     d.classes[flat.reshape(H, W, 4)[..., 3] > 0] = cls
                 elif kind == "keypointlabels":
                     cls = _class_of((v.get("keypointlabels") or [None])[0], by_name, where)
-                    x, y = int(float(v["x"]) * W / 100), int(float(v["y"]) * H / 100)
+                    try:
+                        x, y = int(float(v["x"]) * W / 100), int(float(v["y"]) * H / 100)
+                    except (KeyError, TypeError, ValueError):
+                        raise InvalidInput(f"{where}: a keypoint without numeric x, y") from None
                     if not (0 <= y < H and 0 <= x < W):
                         raise InvalidInput(f"{where}: a point outside the image ({y}, {x})")
                     d.points[(y, x)] = cls
@@ -286,24 +303,35 @@ def _ls_read(p: Path, by_name, sizes, annotator) -> list[ToolDrawing]:
     return out
 
 
-def _cvat_read(p: Path, by_name, sizes, annotator: str) -> list[ToolDrawing]:
+def _number(value, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} {value!r} is not a number") from None
+
+
+def _cvat_read(p: Path, by_name, sizes, annotator: str, round_idx) -> list[ToolDrawing]:
     try:
         root = ET.parse(p).getroot()
     except (OSError, ET.ParseError) as e:
         raise InvalidInput(f"not a CVAT XML export ({e})") from None
     if root.tag != "annotations" or (root.findtext("version") or "").strip() != "1.1":
         raise InvalidInput("not a 'CVAT for images 1.1' export (expected <annotations> with <version>1.1)")
+    task = (root.findtext("meta/task/name") or "").strip()
+    if round_idx is not None and task.startswith("segstudio round ") and task != f"segstudio round {round_idx}":
+        raise InvalidInput(f"the task {task!r} was exported for another round, but round {round_idx} is open: "
+                           "export the open round again")
     out = []
     for im in root.iter("image"):
         name = Path(im.get("name", "")).stem
         if name not in sizes:
             raise InvalidInput(f"image {im.get('name')!r} is not in this project")
         H, W = sizes[name]
-        if (int(im.get("height", -1)), int(im.get("width", -1))) != (H, W):
+        if (_number(im.get("height"), "height"), _number(im.get("width"), "width")) != (H, W):
             raise InvalidInput(f"image {name}: {im.get('height')}x{im.get('width')} in the file, {H}x{W} in the "
                                "project (HxW)")
         d = ToolDrawing(name, annotator, np.full((H, W), IGNORE, np.uint8))
-        shapes = sorted(enumerate(im), key=lambda t: (int(t[1].get("z_order", 0)), t[0]))
+        shapes = sorted(enumerate(im), key=lambda t: (_number(t[1].get("z_order", 0), "z_order"), t[0]))
         for _, s in shapes:
             label = s.get("label", "")
             if label == QUERY_LABEL or s.tag == "box":
@@ -317,11 +345,9 @@ def _cvat_read(p: Path, by_name, sizes, annotator: str) -> list[ToolDrawing]:
                         raise InvalidInput(f"{where}: box ({y0}, {x0}, {h}x{w}) outside the {H}x{W} image")
                     m = cvat_unrle([int(float(c)) for c in s.get("rle", "").split(",") if c.strip()], h, w)
                     d.classes[y0:y0 + h, x0:x0 + w][m] = cls
-                elif s.tag == "polygon":
+                elif s.tag == "polygon":   # a pixel is inside when its centre (x + 0.5, y + 0.5) is
                     pts = np.array([[float(c) for c in xy.split(",")] for xy in s.get("points", "").split(";")])
-                    poly = np.zeros((H, W), np.uint8)
-                    cv2.fillPoly(poly, [np.round(pts - 0.5).astype(np.int32)], 1)
-                    d.classes[poly > 0] = cls
+                    d.classes[polygon2mask((H, W), pts[:, ::-1] - 0.5)] = cls
                 elif s.tag == "points":
                     for xy in s.get("points", "").split(";"):
                         x, y = (int(float(c)) for c in xy.split(","))
@@ -336,15 +362,21 @@ def _cvat_read(p: Path, by_name, sizes, annotator: str) -> list[ToolDrawing]:
     return out
 
 
-def answers_from_drawings(db: Database, round_id: int, drawings: list[ToolDrawing]) -> list[dict]:
-    """The answers the drawings give to round ``round_id``'s queries: a region query takes the
-    drawing inside its box (255 where nothing was drawn; a box with nothing drawn is no answer), a
-    pixel query the point drawn on it (else the class painted there). Returns rows {"query_id",
-    "annotator", "patch" | "point_class"} for :func:`storage.import_labels`."""
+def answers_from_drawings(db: Database, round_id: int, drawings: list[ToolDrawing],
+                          prediction: Callable[[str], np.ndarray] | None = None,
+                          prefill: str | None = None) -> tuple[list[dict], int]:
+    """The answers the drawings give to round ``round_id``'s queries (not those set aside as
+    skipped or flagged): a region query takes the drawing inside its box (255 where nothing was
+    drawn; a box with nothing drawn is no answer), a pixel query the point drawn on it (else the
+    class painted there). ``prediction(name)``: the exported pre-annotation; an answer equal to it
+    is left out (a tool that turns the pre-annotation into annotations, as CVAT's upload does,
+    cannot tell what a person looked at). Returns (rows {"query_id", "annotator", "patch" |
+    "point_class", "prefill"} for :func:`storage.import_labels`, how many were left out)."""
     queries: dict[str, list[dict]] = {}
     for q in round_queries(db, round_id):
-        queries.setdefault(q["name"], []).append(q)
-    rows = []
+        if q["status"] not in ("skipped", "flagged"):
+            queries.setdefault(q["name"], []).append(q)
+    rows, untouched = [], 0
     for d in drawings:
         for q in queries.get(d.image, []):
             if q["kind"] == "region":
@@ -352,11 +384,20 @@ def answers_from_drawings(db: Database, round_id: int, drawings: list[ToolDrawin
                 patch = np.full((y1 - y0, x1 - x0), IGNORE, np.uint8)
                 sub = d.classes[y0:y1, x0:x1]
                 patch[:sub.shape[0], :sub.shape[1]] = sub
-                if (patch != IGNORE).any():
-                    rows.append({"query_id": int(q["id"]), "annotator": d.annotator, "patch": patch})
+                if not (patch != IGNORE).any():
+                    continue
+                if prediction is not None and np.array_equal(sub, prediction(d.image)[y0:y1, x0:x1]):
+                    untouched += 1
+                    continue
+                rows.append({"query_id": int(q["id"]), "annotator": d.annotator, "patch": patch, "prefill": prefill})
             else:
                 y, x = int(q["y"]), int(q["x"])
                 cls = d.points.get((y, x), int(d.classes[y, x]))
-                if cls != IGNORE:
-                    rows.append({"query_id": int(q["id"]), "annotator": d.annotator, "point_class": int(cls)})
-    return rows
+                if cls == IGNORE:
+                    continue
+                if prediction is not None and cls == int(prediction(d.image)[y, x]):
+                    untouched += 1
+                    continue
+                rows.append({"query_id": int(q["id"]), "annotator": d.annotator, "point_class": int(cls),
+                             "prefill": prefill})
+    return rows, untouched

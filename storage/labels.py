@@ -151,12 +151,12 @@ def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | 
 
 def import_labels(db: Database, rows: list[dict], round_id: int, classes: Collection[int]) -> dict:
     """Store answers read from another labeling tool (``storage.interchange``), ALL OR NOTHING: rows
-    ``{"query_id", "annotator", "patch" | "point_class"}`` for queries of round ``round_id``. Each row
+    ``{"query_id", "annotator", "patch" | "point_class"[, "prefill"]}`` for queries of round ``round_id``. Each row
     passes the browser's checks: the query is of that round, the answer's shape fits its box, every
     class id is in ``classes`` (trainIds + 255); a query someone is labeling now (a live lease of
     another annotator) refuses the whole import. A query already answered by another annotator keeps
-    that answer (``kept``); the same answer imported again changes nothing (``unchanged``), so an
-    import can be repeated. Returns {"stored", "unchanged", "kept"}; InvalidInput (nothing stored)
+    that answer (``kept``); the same answer imported again changes nothing (``unchanged``; one a
+    reviewer rejected stays rejected), so an import can be repeated. A closed round refuses. Returns {"stored", "unchanged", "kept"}; InvalidInput (nothing stored)
     for a row that fails a check, AnswerRefused/LeaseError likewise."""
     prepared = []
     for r in rows:
@@ -164,23 +164,26 @@ def import_labels(db: Database, rows: list[dict], round_id: int, classes: Collec
         q = _query_row(db.conn, qid)
         blob, cls = _prepare(q, r.get("patch"), r.get("point_class"))
         _check_classes(qid, None if r.get("patch") is None else np.asarray(r["patch"]), cls, classes)
-        prepared.append((qid, str(r["annotator"]), blob, cls))
+        prepared.append((qid, str(r["annotator"]), blob, cls, r.get("prefill")))
     counts = {"stored": 0, "unchanged": 0, "kept": 0}
     with immediate(db) as conn:
-        for qid, who, blob, cls in prepared:
-            rnd = conn.execute("SELECT round FROM queries WHERE id = ?", (qid,)).fetchone()[0]
+        for qid, who, blob, cls, prefill in prepared:
+            rnd, rstatus = conn.execute("SELECT q.round, r.status FROM queries q LEFT JOIN rounds r ON r.id = q.round "
+                                        "WHERE q.id = ?", (qid,)).fetchone()
             if rnd != round_id:
                 raise InvalidInput(f"query {qid} is not a query of the round being imported")
+            if rstatus == "closed":
+                raise InvalidInput("the round was finished ('Finish round'): it takes no more answers")
             _check_not_held_by_other(conn, qid, who)
             if _answered_by_other(conn, qid, who) is not None:
                 counts["kept"] += 1
                 continue
             old = conn.execute("SELECT patch, point_class, review FROM labels WHERE query = ? AND annotator = ?",
                                (qid, who)).fetchone()
-            if old is not None and old[0] == blob and old[1] == cls and old[2] != "rejected":
+            if old is not None and old[0] == blob and old[1] == cls:   # (a rejected one stays rejected)
                 counts["unchanged"] += 1
                 continue
-            _write(conn, qid, who, blob, cls, 0)
+            _write(conn, qid, who, blob, cls, 0, prefill=prefill)
             counts["stored"] += 1
     return counts
 
@@ -229,11 +232,13 @@ def _count(value, what: str) -> int:
 def _refusal(conn, query_id: int, annotator: str, round_id: int | None, kind: str | None,
              held_only: bool) -> str | None:
     row = conn.execute(
-        "SELECT q.kind, q.round, q.status, q.lease_owner, q.lease_expiry, q.status_by, q.reason, r.idx "
+        "SELECT q.kind, q.round, q.status, q.lease_owner, q.lease_expiry, q.status_by, q.reason, r.idx, r.status "
         "FROM queries q LEFT JOIN rounds r ON r.id = q.round WHERE q.id = ?", (query_id,)).fetchone()
     if row is None:
         raise InvalidInput(f"unknown query id {query_id}")
-    qkind, qround, status, owner, expiry, by, reason, ridx = row
+    qkind, qround, status, owner, expiry, by, reason, ridx, rstatus = row
+    if rstatus == "closed":
+        return f"round {ridx} was finished ('Finish round'): its queries take no more answers; nothing was stored"
     if kind is not None and qkind != kind:
         return f"query {query_id} is a {qkind} query, not a {kind} query"
     if round_id is not None and qround != round_id:
@@ -321,6 +326,8 @@ def review(db: Database, label_id: int, approve: bool, reviewer: str, round_id: 
         if row is None:
             raise InvalidInput(f"unknown label id {label_id}")
         qid, annotator, state, qround, ridx = row
+        if conn.execute("SELECT status FROM rounds WHERE id = ?", (qround,)).fetchone() == ("closed",):
+            raise InvalidInput(f"round {ridx} was finished ('Finish round'): its labels can no longer be reviewed")
         if round_id is not None and qround != round_id:
             raise InvalidInput(f"label {label_id} belongs to round {ridx}, not to the open round: "
                                f"only the open round's labels can be reviewed here")
@@ -453,8 +460,8 @@ def answered_mask(db: Database, image: int | str, height: int, width: int) -> np
     """bool (height, width): pixels inside the image's answered ('done') queries, whatever the answer
     (a region answered as void is still spent: selection never picks inside it again)."""
     m = np.zeros((height, width), bool)
-    for q in db.query("SELECT kind, y0, x0, y1, x1, y, x FROM queries WHERE image = ? AND status = 'done'",
-                      [image_id(db, image)]):
+    for q in db.query("SELECT kind, y0, x0, y1, x1, y, x FROM queries WHERE image = ? AND status = 'done' "
+                      "AND honeypot = 0", [image_id(db, image)]):   # honeypots do not spend the budget
         if q["kind"] == "region":
             m[q["y0"]:q["y1"], q["x0"]:q["x1"]] = True
         else:

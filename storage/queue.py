@@ -118,7 +118,9 @@ def query_kinds(db: Database, round_id: int | None = None) -> dict[str, int]:
 
 
 def set_round_status(db: Database, round_id: int, status: str) -> None:
-    """Set a round's status (e.g. 'open', 'annotating', 'done')."""
+    """Set a round's status: 'open' (answers taken), 'closed' ("Finish round" pressed: answers,
+    skips and reviews of its queries are refused, in the same transaction as any write), 'done'
+    (retrained and evaluated)."""
     db.execute("UPDATE rounds SET status = ? WHERE id = ?", (status, round_id))
 
 

@@ -309,3 +309,28 @@ def test_review_is_limited_to_the_open_round(project):
     assert "integer" in review_label(p.ctx, old + 0.5, False, "bob")
     assert "unknown label" in review_label(p.ctx, 999, False, "bob")
     assert s.unchanged() and storage.get_label(db, old)["review"] == "pending"
+
+
+def test_a_closed_round_refuses_answers_skips_reviews_and_imports(tmp_path):
+    """'Finish round' closes the round in the store: an answer that raced the click is refused in the
+    same transaction as its write would be, and so are skips, reviews and tool imports."""
+    db = storage.open_store(tmp_path)
+    storage.add_images(db, [dict(name="a", domain="target", split="train", path="", height=32, width=32)])
+    rid = storage.add_round(db, None, 1, budget="2.2%", strategy="ripu")
+    q3 = storage.add_queries(db, rid, "a", "region", [(0, 0, 8, 8, 0.9), (8, 8, 16, 16, 0.5),
+                                                         (16, 16, 24, 24, 0.1)])[2]
+    patch = np.ones((8, 8), np.uint8)
+    lab = storage.submit_label(db, storage.lease_next(db, "ann", round=rid)["id"], "ann", rid, patch=patch)
+    held = storage.lease_next(db, "ann", round=rid)["id"]
+    storage.set_round_status(db, rid, "closed")
+    with pytest.raises(storage.AnswerRefused, match="finished"):
+        storage.submit_label(db, held, "ann", rid, patch=patch)
+    assert "finished" in storage.answer_refusal(db, held, "ann", rid, held_only=True)
+    with pytest.raises(storage.InvalidInput, match="finished"):
+        storage.review(db, lab, False, "rev", round_id=rid)
+    with pytest.raises(storage.InvalidInput, match="finished"):
+        storage.import_labels(db, [{"query_id": q3, "annotator": "tool", "patch": patch}], rid, {1, 255})
+    assert db.execute("SELECT count(*) FROM labels").fetchone()[0] == 1
+    storage.set_round_status(db, rid, "open")     # a stopped run resumed: the round takes answers again
+    storage.submit_label(db, held, "ann", rid, patch=patch)
+    assert db.execute("SELECT count(*) FROM labels").fetchone()[0] == 2
