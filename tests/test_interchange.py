@@ -168,12 +168,16 @@ def storage_names():
     return CITYSCAPES19.names
 
 
-@pytest.mark.parametrize("workdir", ["pixel_project"], indirect=True)
-def test_cvat_round_trip_of_pixel_queries(workdir, tmp_path, capsys):
+def _export_cvat(workdir, tmp_path, capsys) -> ET.ElementTree:
     out = tmp_path / "cvat"
     rc, _, err = cli(capsys, "export", "--format", "cvat", "--workdir", workdir, "--out", out)
     assert rc == 0, err
-    tree = ET.parse(out / "annotations.xml")
+    return ET.parse(out / "annotations.xml")
+
+
+@pytest.mark.parametrize("workdir", ["pixel_project"], indirect=True)
+def test_cvat_round_trip_of_pixel_queries(workdir, tmp_path, capsys):
+    tree = _export_cvat(workdir, tmp_path, capsys)
     root = tree.getroot()
     assert root.findtext("version") == "1.1"
     queries = {(q["name"], q["y"], q["x"]): q for q in _queries(workdir)}
@@ -215,10 +219,7 @@ def test_cvat_round_trip_of_pixel_queries(workdir, tmp_path, capsys):
 
 @pytest.mark.parametrize("workdir", ["region_project"], indirect=True)
 def test_cvat_masks_and_polygons_answer_region_queries(workdir, tmp_path, capsys):
-    out = tmp_path / "cvat"
-    rc, _, err = cli(capsys, "export", "--format", "cvat", "--workdir", workdir, "--out", out)
-    assert rc == 0, err
-    tree = ET.parse(out / "annotations.xml")
+    tree = _export_cvat(workdir, tmp_path, capsys)
     im = next(iter(tree.getroot().iter("image")))
     name = im.get("name")[:-4]
     box = next(iter(im.iter("box")))
