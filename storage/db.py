@@ -19,6 +19,8 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
+import numpy as np
 from sqlite_utils import Database
 
 DB_NAME = "project.db"
@@ -42,6 +44,23 @@ class LeaseError(StoreError):
 def now_iso() -> str:
     """Current UTC time as ISO-8601 text with microseconds (sorts chronologically)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def encode_patch(patch: np.ndarray) -> bytes:
+    """A (h,w) uint8 class patch as PNG bytes (lossless, single channel)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(patch, np.uint8))
+    if not ok:
+        raise StoreError("could not encode label patch as PNG")
+    return buf.tobytes()
+
+
+def decode_patch(data: bytes) -> np.ndarray:
+    """PNG bytes from :func:`encode_patch` back to a (h,w) uint8 array."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.ndim != 2 or arr.dtype != np.uint8:
+        raise StoreError("a stored label patch is not a single-channel 8-bit PNG (corrupt store?)")
+    return arr
+
 
 
 # --------------------------------------------------------------------------------------------

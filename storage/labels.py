@@ -10,34 +10,17 @@ from __future__ import annotations
 import time
 from typing import Any, Collection
 
-import cv2
 import numpy as np
 from sqlite_utils import Database
 
 from core.data.labels import IGNORE
-from storage.db import InvalidInput, LeaseError, StoreError, immediate, now_iso
+from storage.db import InvalidInput, LeaseError, StoreError, decode_patch, encode_patch, immediate, now_iso  # noqa: F401
 from storage.queue import _AVAILABLE, _check_not_held_by_other, image_id
 
 
 class AnswerRefused(LeaseError):
     """The caller may not answer (or set aside) this query now: it is not theirs, or not of the
     open round (see :func:`answer_refusal`). The message says why and is meant for the annotator."""
-
-
-def encode_patch(patch: np.ndarray) -> bytes:
-    """A (h,w) uint8 class patch as PNG bytes (lossless, single channel)."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(patch, np.uint8))
-    if not ok:
-        raise StoreError("could not encode label patch as PNG")
-    return buf.tobytes()
-
-
-def decode_patch(data: bytes) -> np.ndarray:
-    """PNG bytes from :func:`encode_patch` back to a (h,w) uint8 array."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.ndim != 2 or arr.dtype != np.uint8:
-        raise StoreError("a stored label patch is not a single-channel 8-bit PNG (corrupt store?)")
-    return arr
 
 
 def _check_class(value: Any, what: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlite_utils import Database
 
-from storage.db import InvalidInput, LeaseError, budget_parts, immediate, now_iso
+from storage.db import InvalidInput, LeaseError, budget_parts, encode_patch, immediate, now_iso
 
 KINDS = ("region", "pixel")
 STATUSES = ("pending", "leased", "done", "skipped", "flagged")
@@ -165,7 +165,6 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
     img = image_id(db, image)
     vals = [_pick_values(kind, p) for p in picks]
     if truths is not None:
-        from storage.labels import encode_patch   # (labels imports this module)
         if len(truths) != len(vals):
             raise InvalidInput(f"{len(truths)} truths for {len(vals)} honeypot picks")
         for v, t in zip(vals, truths):

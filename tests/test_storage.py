@@ -593,4 +593,4 @@ def test_effort_fields_accumulate_and_feed_the_round_plot(db):
     assert stats["bob"]["ms_per_point"] == 1500 and stats["alice"]["edits"] == 5
     with pytest.raises(S.InvalidInput, match="edits"):
         S.save_label(db, q2, "bob", point_class=8, edits=-1)
-    assert S.schema_version(db) == 3 and "edits" in db["labels"].columns_dict and "prefill" in db["label_history"].columns_dict
+    assert S.schema_version(db) == S.SCHEMA_VERSION and "edits" in db["labels"].columns_dict and "prefill" in db["label_history"].columns_dict
