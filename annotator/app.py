@@ -272,6 +272,20 @@ def honeypot_frame(ctx: AnnotatorContext) -> pd.DataFrame:
                                        "weakest class (IoU %)"])
 
 
+def agreement_frame(ctx: AnnotatorContext) -> pd.DataFrame:
+    """Per pair of annotators, their agreement on the queries both answered (``--overlap``), over all
+    rounds: queries, pixels both labeled, pixel agreement (%), mIoU (%) and the class they agree on
+    least. Empty without overlap answers."""
+    names = {c.train_id: c.name for c in ctx.space.classes}
+    rows = []
+    for s in storage.agreement(ctx.db):
+        worst = min(s["iou"].items(), key=lambda kv: kv[1]) if s["iou"] else None
+        rows.append((" & ".join(s["annotators"]), s["queries"], s["pixels"], s["agreement"], s["miou"],
+                     "" if worst is None else f"{names.get(worst[0], worst[0])} ({worst[1]:g})"))
+    return pd.DataFrame(rows, columns=["annotators", "queries", "pixels both labeled", "agreement (%)", "mIoU (%)",
+                                       "least agreed class (IoU %)"])
+
+
 def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
     rows = storage.review_rows(ctx.db, ctx.shown_round_id(), status)
     cols = ["label", "query", "kind", "image", "annotator", "review", "ms", "created"]
@@ -400,6 +414,9 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                                       height=320)
                 rv_honeypots = gr.Dataframe(interactive=False, elem_id="honeypot-scores", label="Honeypots: answers "
                                             "to queries with a known answer, per annotator (all rounds)")
+                rv_agreement = gr.Dataframe(interactive=False, elem_id="agreement", label="Agreement on queries "
+                                            "answered by two annotators (--overlap; where they disagree nothing "
+                                            "trains until one answer is approved)")
             with gr.Tab("Round", id="round", elem_id="tab-round"):
                 round_md = gr.Markdown(elem_id="round-progress")
                 counts = gr.Dataframe(interactive=False, label="Per annotator (this round)", elem_id="annotator-counts")
@@ -438,7 +455,7 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
             return round_markdown(ctx), annotator_counts(ctx), dm, dc, de, de
 
         def refresh_review(status):
-            return review_frame(ctx, status), honeypot_frame(ctx)
+            return review_frame(ctx, status), honeypot_frame(ctx), agreement_frame(ctx)
 
         def pick_row(evt: gr.SelectData):
             row = evt.row_value
@@ -514,11 +531,11 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
             demo.load(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
             timer.tick(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
         demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
-        demo.load(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots])
+        demo.load(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots, rv_agreement])
         rcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
         pcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")
-        rv_filter.change(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots])
-        rv_refresh.click(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots])
+        rv_filter.change(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots, rv_agreement])
+        rv_refresh.click(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots, rv_agreement])
         rv_table.select(pick_row, outputs=rv_label).then(show_label, inputs=rv_label, outputs=[rv_preview, rv_info])
         def approve(label_id, status, request: gr.Request):
             return do_review(label_id, True, status, request)

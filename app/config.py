@@ -183,6 +183,9 @@ class RunConfig:
                                "marked as such in the annotator, they score each annotator (Review tab, export "
                                "manifest) and are never used for training or counted in the budget",
                                "active learning", metavar="R")
+    overlap: float = opt(0.0, "share of each round's queries answered by two annotators (e.g. 0.1): their "
+                         "agreement shows on the Review tab and in the export manifest; where they disagree "
+                         "nothing trains until a reviewer approves one answer", "active learning", metavar="S")
     resume: bool = opt(False, "continue the run in --workdir from its last completed step with its stored settings; "
                        "more --rounds extend it, any other option that differs is refused", "active learning")
     # -- the browser annotator (when not --oracle)
@@ -235,6 +238,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown --recipe {cfg.recipe!r} (choose from {', '.join(RECIPES)})")
     if not 0 < cfg.scale[0] <= cfg.scale[1]:
         raise ConfigError(f"--scale must be LOW,HIGH with 0 < LOW <= HIGH (got {cfg.scale})")
+    if not 0 <= cfg.overlap <= 1:
+        raise ConfigError(f"--overlap must be in [0, 1] (got {cfg.overlap})")
+    if cfg.overlap and cfg.oracle:
+        raise ConfigError("--overlap asks two annotators for some queries; the --oracle is one: drop one of them")
     if not 0 <= cfg.honeypot_rate < 1:
         raise ConfigError(f"--honeypot-rate must be in [0, 1) (got {cfg.honeypot_rate})")
     if cfg.checkpoint_every < 1:

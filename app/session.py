@@ -371,6 +371,11 @@ class ActiveSession:
                                 score=res["score"].astype(np.float16),
                                 entropy=cra_entropy(prob).astype(np.float16))
         (out / "cra_thresholds.json").write_text(json.dumps(np.nan_to_num(stats.class_thresholds(), nan=-1).tolist()))
+        if self.cfg.overlap:   # a share of the real queries goes to two annotators
+            ids = [q["id"] for q in storage.round_queries(self.db, round_id)]
+            rng = np.random.default_rng([train_seed(self.cfg), rnd, 104729])
+            k = int(round(self.cfg.overlap * len(ids)))
+            storage.set_answers_needed(self.db, rng.choice(ids, size=k, replace=False).tolist() if k else [], 2)
         if self.cfg.honeypot_rate:
             self.add_honeypots(rnd, round_id, picked, mode, radius)
         self.model.train()

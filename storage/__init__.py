@@ -17,7 +17,7 @@ from storage.db import (
 )
 from storage.exporter import export, safe_stem
 from storage.labels import (
-    AnswerRefused, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
+    AnswerRefused, agreement, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
     encode_patch, get_label,
     image_labels, image_points,
     honeypot_scores, import_labels, label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
@@ -26,7 +26,7 @@ from storage.labels import (
 from storage.queue import (
     add_images, add_queries, add_round, available_queries, current_round, flag, get_image, get_query, get_round,
     holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, lease_query,
-    pending_count, round_queries, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
+    pending_count, round_queries, set_answers_needed, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
 )
 from storage.runs import (
     add_checkpoint, add_metric, last_run, latest_checkpoint, mark_step, metrics_table, set_run_config,
@@ -37,13 +37,13 @@ __all__ = [
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
     "checkpoint_wal", "integrity_ok", "open_store", "schema_version",
     "export", "safe_stem",
-    "AnswerRefused", "annotator_stats", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
+    "AnswerRefused", "agreement", "annotator_stats", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",
     "image_points", "honeypot_scores", "import_labels", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
     "submit_label",
     "add_images", "add_queries", "add_round", "available_queries", "current_round", "flag", "get_image",
     "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",
-    "lease_image", "lease_next", "lease_query", "pending_count", "round_queries", "query_kinds", "release", "renew",
+    "lease_image", "lease_next", "lease_query", "pending_count", "round_queries", "set_answers_needed", "query_kinds", "release", "renew",
     "requeue",
     "round_progress", "set_round_status", "skip", "target_pixels",
     "add_checkpoint", "add_metric", "last_run", "latest_checkpoint", "mark_step", "metrics_table",

@@ -232,9 +232,16 @@ def _migration_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE queries ADD COLUMN truth_class INTEGER")
 
 
+def _migration_5(conn: sqlite3.Connection) -> None:
+    """Overlap (``--overlap``): ``queries.answers_needed``, how many annotators answer the query (1, or
+    2-3 for an overlap query); it stays pending until that many live answers exist."""
+    conn.execute("ALTER TABLE queries ADD COLUMN answers_needed INTEGER NOT NULL DEFAULT 1")
+
+
 # Migration i (0-based) brings the schema from user_version i to i+1. Append only; never edit
 # a released migration.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4,
+                                                          _migration_5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

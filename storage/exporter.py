@@ -26,7 +26,7 @@ from sqlite_utils import Database
 from core import fileio
 from core.data.labels import IGNORE, LabelSpace
 from storage.db import InvalidInput, StoreError, now_iso
-from storage.labels import _compose, _size, honeypot_scores, image_labels
+from storage.labels import _compose, _size, agreement, honeypot_scores, image_labels
 
 Dense = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
 SUFFIXES = ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png", "_gtFine_color.png")
@@ -105,6 +105,7 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
     honeypots = [{**s, "iou": {names.get(c, str(c)): v for c, v in s["iou"].items()}} for s in honeypot_scores(db)]
     manifest = {"created": now_iso(), "label_space": label_space.name, "classes": label_space.to_json(),
                 "unlabeled": unlabeled, "honeypots": honeypots,
+                "agreement": [{**s, "iou": {names.get(c, str(c)): v for c, v in s["iou"].items()}} for s in agreement(db)],
                 "dense": dense is not None, "threshold": threshold if dense is not None else None,
                 "files": list(SUFFIXES), "images": {}}
     # two phases: every new file is staged (written and fsync'ed under a temp name in out_dir) before any

@@ -95,15 +95,36 @@ def _write(conn, query_id: int, annotator: str, blob: bytes | None, cls: int | N
                 "UPDATE labels SET patch = ?, point_class = ?, ms = ?, created = ?, review = 'pending', "
                 "reviewer = NULL, reviewed = NULL, edits = ?, prefill = coalesce(?, prefill) WHERE id = ?",
                 (blob, cls, (old[5] or 0) + ms, t, (old[10] or 0) + edits, prefill, label_id))
-    conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
-                 "lease_expiry = NULL WHERE id = ?", (annotator, query_id))
+    _settle(conn, query_id, annotator)
     return label_id
 
 
+def _live_answers(conn, query_id: int) -> tuple[int, int]:
+    """(live = not rejected answers of the query, answers it needs)."""
+    live = conn.execute("SELECT count(*) FROM labels WHERE query = ? AND review != 'rejected'", (query_id,)).fetchone()[0]
+    needed = conn.execute("SELECT answers_needed FROM queries WHERE id = ?", (query_id,)).fetchone()[0]
+    return live, needed
+
+
+def _settle(conn, query_id: int, by: str, reason: str | None = None) -> None:
+    """The query's status from its live answers: 'done' once it has the answers it needs, else
+    'pending' (lease cleared: the next annotator who has not answered it may take it)."""
+    live, needed = _live_answers(conn, query_id)
+    conn.execute("UPDATE queries SET status = ?, status_by = ?, reason = ?, lease_owner = NULL, lease_expiry = NULL "
+                 "WHERE id = ?", ("done" if live >= needed else "pending", by, reason, query_id))
+
+
 def _answered_by_other(conn, query_id: int, annotator: str) -> str | None:
-    """Who else answered the query (it is done and its answer is theirs), or None."""
+    """Who else answered the query (it has all the answers it needs and none is ``annotator``'s), or None."""
     status, by = conn.execute("SELECT status, status_by FROM queries WHERE id = ?", (query_id,)).fetchone()
-    return by if status == "done" and by is not None and by != annotator else None
+    if status != "done" or by is None or by == annotator or _mine(conn, query_id, annotator):
+        return None
+    return by
+
+
+def _mine(conn, query_id: int, annotator: str) -> bool:
+    return conn.execute("SELECT 1 FROM labels WHERE query = ? AND annotator = ? AND review != 'rejected'",
+                        (query_id, annotator)).fetchone() is not None
 
 
 def save_label(db: Database, query_id: int, annotator: str, patch: np.ndarray | None = None,
@@ -171,6 +192,43 @@ def import_labels(db: Database, rows: list[dict], round_id: int, classes: Collec
     return counts
 
 
+def agreement(db: Database, round_id: int | None = None) -> list[dict]:
+    """How much annotators agree on the queries both answered (overlap, ``--overlap``), over all rounds
+    or one: per pair {"annotators" [a, b], "queries", "pixels" (labeled by both), "agreement" (% of
+    those pixels with the same class), "miou" (%), "iou" {trainId: %}} (IoU of one annotator's pixels
+    of a class against the other's), most queries first."""
+    w, args = ("", []) if round_id is None else (" AND q.round = ?", [round_id])
+    rows = list(db.query(
+        "SELECT l.query, l.annotator, q.kind, q.y0, q.x0, q.y1, q.x1, l.patch, l.point_class FROM labels l "
+        "JOIN queries q ON q.id = l.query WHERE l.review != 'rejected' AND q.honeypot = 0 AND l.query IN "
+        f"(SELECT query FROM labels WHERE review != 'rejected' GROUP BY query HAVING count(*) > 1){w} "
+        "ORDER BY l.query, l.annotator", args))
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        r["patch"] = decode_patch(r["patch"]) if r["patch"] is not None else None
+        groups.setdefault(r["query"], []).append(r)
+    pairs: dict[tuple[str, str], dict] = {}
+    for group in groups.values():
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                a, b = _answer_array(group[i]).ravel(), _answer_array(group[j]).ravel()
+                keep = (a != IGNORE) & (b != IGNORE)
+                s = pairs.setdefault((group[i]["annotator"], group[j]["annotator"]),
+                                     {"queries": 0, "a": [], "b": []})
+                s["queries"] += 1
+                s["a"].append(a[keep])
+                s["b"].append(b[keep])
+    out = []
+    for (x, y), s in pairs.items():
+        a, b = np.concatenate(s["a"]), np.concatenate(s["b"])
+        iou = {int(c): round(100.0 * np.sum((a == c) & (b == c)) / np.sum((a == c) | (b == c)), 1)
+               for c in sorted(set(a.tolist()) | set(b.tolist()))}
+        out.append({"annotators": [x, y], "queries": s["queries"], "pixels": int(a.size),
+                    "agreement": round(100.0 * float(np.mean(a == b)), 1) if a.size else None,
+                    "miou": round(float(np.mean(list(iou.values()))), 1) if iou else None, "iou": iou})
+    return sorted(out, key=lambda s: (-s["queries"], s["annotators"]))
+
+
 def honeypot_scores(db: Database, round_id: int | None = None) -> list[dict]:
     """How right each annotator is on honeypots (queries with a known answer), over all rounds or
     one: per annotator {"annotator", "honeypots" (answered), "pixels" (known pixels they answered),
@@ -230,18 +288,16 @@ def _refusal(conn, query_id: int, annotator: str, round_id: int | None, kind: st
                 f"round {open_idx[0] if open_idx else round_id}: only the open round's queries can be answered")
     if status == "leased" and owner == annotator:
         return None  # theirs (a lease that ran out still is, until someone else leases the query)
+    if status in ("pending", "leased", "done") and not held_only and _mine(conn, query_id, annotator):
+        return None  # their own answer stands: they may edit it (also while an overlap query waits for more)
     if status == "leased" and expiry is not None and expiry >= time.time():
         return (f"query {query_id} is not assigned to you: it is leased to {owner!r} until "
                 f"{time.strftime('%H:%M:%S', time.localtime(expiry))}")
     if status == "done":
-        if by != annotator:
-            return f"query {query_id} was already answered by {by!r}" if by is not None else \
-                f"query {query_id} was already answered"
-        if held_only:
+        if held_only and _mine(conn, query_id, annotator):
             return f"query {query_id} is already answered"
-        mine = conn.execute("SELECT 1 FROM labels WHERE query = ? AND annotator = ? AND review != 'rejected'",
-                            (query_id, annotator)).fetchone()
-        return None if mine else f"query {query_id} is not assigned to you"
+        return f"query {query_id} was already answered by {by!r}" if by is not None else \
+            f"query {query_id} was already answered"
     if status in ("skipped", "flagged"):
         return f"query {query_id} was {status} by {by!r} ({reason})"
     return (f"query {query_id} is not assigned to you (it was never leased to you, or your lease ran out "
@@ -315,9 +371,10 @@ def review(db: Database, label_id: int, approve: bool, reviewer: str, round_id: 
             raise InvalidInput(f"label {label_id} belongs to round {ridx}, not to the open round: "
                                f"only the open round's labels can be reviewed here")
         if approve and state == "rejected":
+            live, needed = _live_answers(conn, qid)
             other = conn.execute("SELECT annotator FROM labels WHERE query = ? AND id != ? AND review != 'rejected'",
                                  (qid, label_id)).fetchone()
-            if other is not None:
+            if live >= needed:
                 raise InvalidInput(f"label {label_id} cannot be approved: query {qid} was answered again by "
                                    f"{other[0]!r} after it was rejected; review that label instead")
             taken = conn.execute(f"SELECT status, lease_owner FROM queries WHERE id = ? AND NOT {_AVAILABLE} "
@@ -325,16 +382,14 @@ def review(db: Database, label_id: int, approve: bool, reviewer: str, round_id: 
             if taken is not None:
                 raise InvalidInput(f"label {label_id} cannot be approved: query {qid} is {taken[0]}"
                                    + (f" by {taken[1]!r}" if taken[1] else "") + " since it was rejected")
-            conn.execute("UPDATE queries SET status = 'done', status_by = ?, reason = NULL, lease_owner = NULL, "
-                         "lease_expiry = NULL WHERE id = ?", (annotator, qid))
         conn.execute("UPDATE labels SET review = ?, reviewer = ?, reviewed = ? WHERE id = ?",
                      ("approved" if approve else "rejected", reviewer, now_iso(), label_id))
-        if not approve:
-            others = conn.execute("SELECT count(*) FROM labels WHERE query = ? AND review != 'rejected'",
-                                  (qid,)).fetchone()[0]
-            if others == 0:
-                conn.execute("UPDATE queries SET status = 'pending', lease_owner = NULL, lease_expiry = NULL, "
-                             "reason = ?, status_by = ? WHERE id = ?", ("rejected in review", reviewer, qid))
+        if approve and state == "rejected":
+            _settle(conn, qid, annotator)
+        elif not approve and state != "rejected":
+            live, needed = _live_answers(conn, qid)
+            if live < needed:   # back in the queue for one more answer
+                _settle(conn, qid, reviewer, "rejected in review")
 
 
 def get_label(db: Database, label_id: int, decode: bool = True) -> dict:
@@ -374,9 +429,44 @@ def image_labels(db: Database, image: int | str, include_rejected: bool = False)
     return rows
 
 
+def _answer_array(r: dict) -> np.ndarray:
+    """A label's answer as an array: the patch, or its class (pixel query: shape (1, 1))."""
+    if r["kind"] == "pixel":
+        return np.full((1, 1), r["point_class"], np.uint8)
+    if r["patch"] is not None:
+        return r["patch"]
+    return np.full((r["y1"] - r["y0"], r["x1"] - r["x0"]), r["point_class"], np.uint8)
+
+
+def _consensus(rows: list[dict]) -> list[dict]:
+    """One answer per query (overlap): the one a reviewer approved when exactly one is approved, else
+    per pixel the value more than half of the answers give (255 where there is no majority: two
+    answers that disagree train nothing there until a reviewer decides). Kept at the place of the
+    query's newest answer in the composition order."""
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["query"], []).append(r)
+    out = []
+    for r in rows:
+        group = groups[r["query"]]
+        if r is not group[-1]:
+            continue
+        approved = [g for g in group if g["review"] == "approved"]
+        if len(group) == 1 or len(approved) == 1:
+            out.append(approved[0] if approved else r)
+            continue
+        stack = np.stack([_answer_array(g) for g in group])
+        vote = np.full(stack.shape[1:], IGNORE, np.uint8)
+        for v in stack:
+            win = (stack == v).sum(0) * 2 > len(group)
+            vote[win] = v[win]
+        out.append({**r, "patch": None if r["kind"] == "pixel" else vote, "point_class": int(vote[0, 0])})
+    return out
+
+
 def _compose(rows: list[dict], height: int, width: int) -> np.ndarray:
     mask = np.full((height, width), IGNORE, np.uint8)
-    for r in rows:
+    for r in _consensus(rows):
         if r["kind"] == "pixel":
             if 0 <= r["y"] < height and 0 <= r["x"] < width:
                 mask[r["y"], r["x"]] = r["point_class"]

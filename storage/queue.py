@@ -245,6 +245,17 @@ def _filters(round_id: int | None, kind: str | None) -> tuple[str, list]:
 
 
 _AVAILABLE = "(status = 'pending' OR (status = 'leased' AND lease_expiry < ?))"
+# never to someone whose answer to it stands (an overlap query waiting for its next annotator)
+_NOT_ANSWERED_BY = " AND id NOT IN (SELECT query FROM labels WHERE annotator = ? AND review != 'rejected')"
+
+
+def set_answers_needed(db: Database, query_ids: Iterable[int], answers: int) -> None:
+    """Ask ``answers`` annotators (1-3) for each query (``--overlap``): such a query stays pending, for
+    someone who has not answered it, until it has that many live answers."""
+    if not 1 <= int(answers) <= 3:
+        raise InvalidInput(f"answers needed must be 1, 2 or 3 (got {answers})")
+    with immediate(db) as conn:
+        conn.executemany("UPDATE queries SET answers_needed = ? WHERE id = ?", [(int(answers), int(i)) for i in query_ids])
 
 
 def pending_count(db: Database, round_id: int | None = None, kind: str | None = None) -> int:
@@ -279,8 +290,8 @@ def lease_next(db: Database, annotator: str, round: int | None = None, kind: str
             "ORDER BY id LIMIT 1", [annotator, t, *fargs]).fetchone()
         if row is None:
             row = conn.execute(
-                f"SELECT id FROM queries WHERE {_AVAILABLE}{f} ORDER BY score IS NULL, score DESC, id LIMIT 1",
-                [t, *fargs]).fetchone()
+                f"SELECT id FROM queries WHERE {_AVAILABLE}{f}{_NOT_ANSWERED_BY} ORDER BY score IS NULL, score DESC, "
+                "id LIMIT 1", [t, *fargs, annotator]).fetchone()
         if row is None:
             return None
         _take(conn, [row[0]], annotator, minutes)
@@ -298,8 +309,8 @@ def lease_image(db: Database, annotator: str, image: int | str, round: int | Non
     f, fargs = _filters(round, kind)
     img = image_id(db, image)
     with immediate(db) as conn:
-        ids = [r[0] for r in conn.execute(f"SELECT id FROM queries WHERE {_AVAILABLE}{f} AND image = ? ORDER BY id",
-                                          [time.time(), *fargs, img])]
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM queries WHERE {_AVAILABLE}{f} AND image = ?"
+                                          f"{_NOT_ANSWERED_BY} ORDER BY id", [time.time(), *fargs, img, annotator])]
         _take(conn, ids, annotator, minutes)
         return len(ids)
 
@@ -315,7 +326,8 @@ def lease_query(db: Database, query_id: int, annotator: str, round: int | None =
     f, fargs = _filters(round, kind)
     with immediate(db) as conn:
         row = conn.execute(f"SELECT id FROM queries WHERE id = ? AND ({_AVAILABLE} OR (status = 'leased' "
-                           f"AND lease_owner = ?)){f}", [int(query_id), time.time(), annotator, *fargs]).fetchone()
+                           f"AND lease_owner = ?)){f}{_NOT_ANSWERED_BY}",
+                           [int(query_id), time.time(), annotator, *fargs, annotator]).fetchone()
         if row is None:
             return False
         _take(conn, [row[0]], annotator, minutes)

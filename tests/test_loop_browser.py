@@ -139,6 +139,15 @@ def _answer_honeypots(workdir: Path) -> int:
                 storage.save_label(db, q["id"], "careful", patch=truth, ms=1000)
             else:
                 storage.save_label(db, q["id"], "sloppy", patch=np.zeros_like(truth), ms=1000)
+        # and both answer one real query that asks two annotators (--overlap): the careful one with the
+        # model's prediction, the sloppy one with 'road' everywhere
+        q = next(db.query("SELECT q.id, q.y0, q.x0, q.y1, q.x1, i.name FROM queries q JOIN images i ON i.id = q.image "
+                          "WHERE q.honeypot = 0 AND q.answers_needed = 2 AND q.status = 'pending' ORDER BY q.id"))
+        with np.load(workdir / "cache" / "round1" / f"{q['name']}.npz") as z:
+            pred = z["pred"][q["y0"]:q["y1"], q["x0"]:q["x1"]]
+        storage.save_label(db, q["id"], "careful", patch=pred, ms=1000)
+        storage.save_label(db, q["id"], "sloppy", patch=np.zeros_like(pred), ms=1000)
+        assert storage.get_query(db, q["id"])["status"] == "done"
         return half
     finally:
         db.close()
@@ -194,7 +203,7 @@ def project(request, tmp_path_factory, cache, browser):
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
     if name == "ra":
-        args = [*SYNTH, "--budget", "2.2%", "--rounds", "1", "--honeypot-rate", "0.9"]
+        args = [*SYNTH, "--budget", "2.2%", "--rounds", "1", "--honeypot-rate", "0.9", "--overlap", "1"]
     elif name == "pa":
         args = [*SYNTH, "--budget", "40px", "--rounds", "1", "--region-radius", "2"]
     elif name == "folder":
@@ -313,9 +322,17 @@ def test_every_tab_of_a_project_the_loop_made(project, page):
                 rows = [r for r in table.locator("[role=row]").all_inner_texts() if "careful" in r or "sloppy" in r]
                 assert len(rows) == 2 and "careful" in rows[0] and "sloppy" in rows[1], rows
                 assert "100" in rows[0], rows[0]
+                agree = page.locator("#agreement")       # and their agreement on the query both answered
+                agree.scroll_into_view_if_needed()
+                page.wait_for_function("() => /careful & sloppy/.test(document.querySelector('#agreement')"
+                                       "?.innerText || '')", timeout=30_000)
         else:
             page.locator("#round-refresh").click()
-            labeled = f"Labeled {1 + 2 * honeypots}/"   # the text from page load said "Labeled 0/..."
+            con = sqlite3.connect(project.workdir / "project.db", timeout=5)
+            done = con.execute("SELECT count(*) FROM queries q JOIN rounds r ON r.id = q.round WHERE q.status = 'done' "
+                               "AND r.idx = ?", [exp["round"]]).fetchone()[0]
+            con.close()
+            labeled = f"Labeled {done}/"   # the text from page load said "Labeled 0/..."
             try:
                 page.wait_for_function(f"() => (document.querySelector('#round-progress')?.innerText || '')"
                                        f".includes('{labeled}')", timeout=30_000)
