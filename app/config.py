@@ -178,7 +178,8 @@ class RunConfig:
                       "losses)", "active learning", metavar="A+B")
     oracle: bool = opt(False, "answer every query from target ground truth (headless experiments, as in the paper)",
                        "active learning")
-    honeypot_rate: float = opt(0.0, "extra queries with a known answer (target ground truth) mixed into each round's "
+    honeypot_rate: float = opt(0.0, "extra queries with a known answer (target ground truth, or without masks an "
+                               "answer a reviewer approved in an earlier round) mixed into each round's "
                                "queue at random positions, as a share of the round's queries (e.g. 0.05); not "
                                "marked as such in the annotator, they score each annotator (Review tab, export "
                                "manifest) and are never used for training or counted in the budget",

@@ -259,9 +259,10 @@ class ActiveSession:
     def _check_work(self, sizes: dict) -> None:
         """ConfigError before any training when the rounds could do no work: an oracle without target
         masks, or a budget below one query per image and round. Warns when val has no masks."""
-        if self.budget is not None and self.cfg.honeypot_rate and not getattr(self.target, "has_labels", True):
-            raise ConfigError(f"--honeypot-rate needs the known answers of the target's ground-truth masks, but "
-                              f"{self.cfg.target} has none (no masks/ folder): drop --honeypot-rate, or add the masks")
+        if self.budget is not None and self.cfg.honeypot_rate and not getattr(self.target, "has_labels", True) \
+                and not self.quiet:
+            print(f"note: {self.cfg.target} has no masks, so honeypots re-ask answers a reviewer approved in earlier "
+                  "rounds (round 1 has none)")
         if self.budget is not None and self.cfg.oracle and not getattr(self.target, "has_labels", True):
             raise ConfigError(f"--oracle answers queries from the target's ground-truth masks, but {self.cfg.target} "
                               "has none (no masks/ folder): label in the browser (drop --oracle), or add the masks")
@@ -384,12 +385,16 @@ class ActiveSession:
     def add_honeypots(self, rnd: int, round_id: int, picked: dict[int, list], mode: str, radius: int) -> None:
         """Mix ``--honeypot-rate`` x (the round's queries) honeypots into the queue: random regions (or
         pixels) of random target images, apart from the round's queries, whose ground truth has labeled
-        pixels; each takes the score of a random real query, so they sit anywhere in the queue order."""
+        pixels (a target without masks: answers a reviewer approved in earlier rounds, asked again);
+        each takes the score of a random real query, so they sit anywhere in the queue order."""
         scores = [p[-1] for picks in picked.values() for p in picks]
         if not scores:
             return
         want = max(1, int(round(self.cfg.honeypot_rate * len(scores))))
         rng = np.random.default_rng([train_seed(self.cfg), rnd, 7919])
+        if not getattr(self.target, "has_labels", True):
+            self._reask_approved(round_id, picked, mode, scores, want, rng)
+            return
         per_image = np.bincount(rng.integers(len(self.target), size=want), minlength=len(self.target))
         side = 2 * radius + 1
         for i in progress_bar(np.flatnonzero(per_image).tolist(), desc=f"round {rnd}: honeypots"):
@@ -414,6 +419,30 @@ class ActiveSession:
                     truths.append(truth)
             if new:
                 storage.add_queries(self.db, round_id, self.target.names[i], mode, new, truths=truths)
+
+    def _reask_approved(self, round_id: int, picked: dict[int, list], mode: str, scores: list, want: int,
+                        rng) -> None:
+        """Honeypots from reviewer-approved answers of earlier rounds (same geometry, the approved
+        answer as the truth), apart from this round's queries."""
+        index = {n: i for i, n in enumerate(self.target.names)}
+        known = [a for a in storage.approved_answers(self.db, round_id) if a["kind"] == mode]
+        for k in rng.permutation(len(known))[:want].tolist():
+            a, i = known[k], index.get(known[k]["name"])
+            if i is None:
+                continue
+            if mode == "region":
+                box = (a["y0"], a["x0"], a["y1"], a["x1"])
+                if any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in picked.get(i, [])):
+                    continue
+                truth = a["patch"] if a["patch"] is not None else np.full((box[2] - box[0], box[3] - box[1]),
+                                                                           a["point_class"], np.uint8)
+                pick = (*box, float(rng.choice(scores)))
+            else:
+                if any((a["y"], a["x"]) == (p[0], p[1]) for p in picked.get(i, [])):
+                    continue
+                truth, pick = a["point_class"], (a["y"], a["x"], float(rng.choice(scores)))
+            storage.add_queries(self.db, round_id, a["name"], mode, [pick], truths=[truth])
+            picked.setdefault(i, []).append(pick)
 
     def annotate(self, rnd: int, round_id: int) -> None:
         step = f"round{rnd}.annotate"

@@ -17,7 +17,7 @@ from storage.db import (
 )
 from storage.exporter import export, safe_stem
 from storage.labels import (
-    AnswerRefused, agreement, annotator_stats, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
+    AnswerRefused, agreement, annotator_stats, approved_answers, answer_of, answer_refusal, answered_mask, decode_patch, effort_by_round,
     encode_patch, get_label,
     image_labels, image_points,
     honeypot_scores, import_labels, label_mask, label_versions, labeled_pixel_count, review, review_rows, save_label,
@@ -37,7 +37,7 @@ __all__ = [
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
     "checkpoint_wal", "integrity_ok", "open_store", "schema_version",
     "export", "safe_stem",
-    "AnswerRefused", "agreement", "annotator_stats", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
+    "AnswerRefused", "agreement", "annotator_stats", "approved_answers", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",
     "image_points", "honeypot_scores", "import_labels", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
     "submit_label",

@@ -192,6 +192,20 @@ def import_labels(db: Database, rows: list[dict], round_id: int, classes: Collec
     return counts
 
 
+def approved_answers(db: Database, before_round: int) -> list[dict]:
+    """Answers a reviewer approved in rounds before ``before_round`` (a ``rounds.id``; same run), of
+    real queries: {"name", "kind", "y0", "x0", "y1", "x1", "y", "x", "patch" (array or None),
+    "point_class"}; the known answers of honeypots on a target without ground truth."""
+    rows = list(db.query(
+        "SELECT i.name, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, l.patch, l.point_class FROM labels l "
+        "JOIN queries q ON q.id = l.query JOIN images i ON i.id = q.image JOIN rounds r ON r.id = q.round "
+        "WHERE l.review = 'approved' AND q.honeypot = 0 AND r.run IS (SELECT run FROM rounds WHERE id = ?) "
+        "AND r.idx < (SELECT idx FROM rounds WHERE id = ?) ORDER BY l.id", [before_round, before_round]))
+    for r in rows:
+        r["patch"] = decode_patch(r["patch"]) if r["patch"] is not None else None
+    return rows
+
+
 def agreement(db: Database, round_id: int | None = None) -> list[dict]:
     """How much annotators agree on the queries both answered (overlap, ``--overlap``), over all rounds
     or one: per pair {"annotators" [a, b], "queries", "pixels" (labeled by both), "agreement" (% of

@@ -79,3 +79,33 @@ def test_an_oracle_run_with_honeypots(tmp_path, capsys):
     rc, _, err = cli(capsys, *SYNTH, "--budget", "2.2%", "--oracle", "--honeypot-rate", "1.5", "--workdir",
                      tmp_path / "w2")
     assert rc == 2 and "--honeypot-rate" in err
+
+
+def test_without_masks_honeypots_re_ask_answers_a_reviewer_approved(tmp_path):
+    """A target without ground truth: round 2's honeypots are round 1 queries whose answer a reviewer
+    approved, asked again with that answer as the truth (apart from round 2's own queries)."""
+    from types import SimpleNamespace
+
+    from app.session import ActiveSession
+
+    db = storage.open_store(tmp_path)
+    storage.add_images(db, [dict(name=n, domain="target", split="train", path="", height=32, width=32)
+                            for n in ("a", "b")])
+    run = storage.start_run(db, {})
+    r1, r2 = (storage.add_round(db, run, k, budget="2.2%", strategy="ripu") for k in (1, 2))
+    q_ok, q_no = storage.add_queries(db, r1, "a", "region", [(0, 0, 8, 8, 0.9), (8, 8, 16, 16, 0.5)])
+    ok_patch = np.full((8, 8), 3, np.uint8)
+    lab_ok = storage.save_label(db, q_ok, "ann", patch=ok_patch)
+    storage.save_label(db, q_no, "ann", patch=np.full((8, 8), 4, np.uint8))       # answered, never approved
+    storage.review(db, lab_ok, True, "rev")
+    assert [a["name"] for a in storage.approved_answers(db, r2)] == ["a"]
+    assert storage.approved_answers(db, r1) == []                                  # nothing before round 1
+    real = (16, 16, 24, 24, 0.7)
+    storage.add_queries(db, r2, "b", "region", [real])
+    session = SimpleNamespace(db=db, target=SimpleNamespace(names=["a", "b"], has_labels=False),
+                              cfg=SimpleNamespace(honeypot_rate=1.0, train_seed=0, seed=0))
+    session._reask_approved = lambda *a: ActiveSession._reask_approved(session, *a)
+    ActiveSession.add_honeypots(session, 2, r2, {1: [real]}, "region", 4)
+    hp = db.execute("SELECT image, y0, x0, y1, x1, truth FROM queries WHERE round = ? AND honeypot = 1", [r2]).fetchall()
+    assert len(hp) == 1 and hp[0][1:5] == (0, 0, 8, 8)
+    assert (storage.decode_patch(hp[0][5]) == ok_patch).all()

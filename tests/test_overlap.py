@@ -43,6 +43,10 @@ def test_an_overlap_query_goes_to_two_annotators_and_no_third(tmp_path):
     assert len(agree) == 1 and agree[0]["annotators"] == ["ann", "bob"] and agree[0]["queries"] == 1
     assert agree[0]["pixels"] == 16 and agree[0]["agreement"] == 75.0
     assert agree[0]["iou"] == {1: 75.0, 2: 0.0}
+    from core.data.labels import CITYSCAPES19
+    man = storage.export(db, tmp_path / "out", CITYSCAPES19)
+    assert man["agreement"][0]["annotators"] == ["ann", "bob"] and man["agreement"][0]["agreement"] == 75.0
+    assert man["agreement"][0]["iou"] == {"sidewalk": 75.0, "building": 0.0}   # trainIds 1 and 2
     bob = next(lab for lab in storage.image_labels(db, "a") if lab["annotator"] == "bob")
     storage.review(db, bob["id"], True, "rev")                       # the reviewer sides with bob
     assert (storage.label_mask(db, "a")[0, :4] == 2).all()
