@@ -258,6 +258,14 @@ def evaluation_frame(ctx: AnnotatorContext) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["class", "IoU (%)"])
 
 
+def _lowest(iou: dict[int, float], names: dict[int, str]) -> str:
+    """'car (12.5)': the class of lowest IoU in a {trainId: IoU %} dict; '' when empty."""
+    if not iou:
+        return ""
+    c, v = min(iou.items(), key=lambda kv: kv[1])
+    return f"{names.get(c, c)} ({v:g})"
+
+
 def honeypot_frame(ctx: AnnotatorContext) -> pd.DataFrame:
     """Per annotator, how right their answers to honeypots (queries with a known answer,
     ``--honeypot-rate``) are, over all rounds: answered honeypots, known pixels, pixel accuracy (%),
@@ -265,9 +273,7 @@ def honeypot_frame(ctx: AnnotatorContext) -> pd.DataFrame:
     names = {c.train_id: c.name for c in ctx.space.classes}
     rows = []
     for s in storage.honeypot_scores(ctx.db):
-        worst = min(s["iou"].items(), key=lambda kv: kv[1]) if s["iou"] else None
-        rows.append((s["annotator"], s["honeypots"], s["pixels"], s["accuracy"], s["miou"],
-                     "" if worst is None else f"{names.get(worst[0], worst[0])} ({worst[1]:g})"))
+        rows.append((s["annotator"], s["honeypots"], s["pixels"], s["accuracy"], s["miou"], _lowest(s["iou"], names)))
     return pd.DataFrame(rows, columns=["annotator", "honeypots", "known pixels", "pixel accuracy (%)", "mIoU (%)",
                                        "weakest class (IoU %)"])
 
@@ -279,9 +285,8 @@ def agreement_frame(ctx: AnnotatorContext) -> pd.DataFrame:
     names = {c.train_id: c.name for c in ctx.space.classes}
     rows = []
     for s in storage.agreement(ctx.db):
-        worst = min(s["iou"].items(), key=lambda kv: kv[1]) if s["iou"] else None
         rows.append((" & ".join(s["annotators"]), s["queries"], s["pixels"], s["agreement"], s["miou"],
-                     "" if worst is None else f"{names.get(worst[0], worst[0])} ({worst[1]:g})"))
+                     _lowest(s["iou"], names)))
     return pd.DataFrame(rows, columns=["annotators", "queries", "pixels both labeled", "agreement (%)", "mIoU (%)",
                                        "least agreed class (IoU %)"])
 

@@ -407,8 +407,7 @@ class ActiveSession:
                 if mode == "region":
                     y0, x0 = int(rng.integers(max(1, H - side + 1))), int(rng.integers(max(1, W - side + 1)))
                     y1, x1 = min(H, y0 + side), min(W, x0 + side)
-                    clash = any(y0 < p[2] and p[0] < y1 and x0 < p[3] and p[1] < x1
-                                for p in picked.get(i, []) + new)
+                    clash = _overlaps((y0, x0, y1, x1), picked.get(i, []) + new)
                     truth, pick = label[y0:y1, x0:x1], (y0, x0, y1, x1, float(rng.choice(scores)))
                 else:
                     y, x = int(rng.integers(H)), int(rng.integers(W))
@@ -432,7 +431,7 @@ class ActiveSession:
                 continue
             if mode == "region":
                 box = (a["y0"], a["x0"], a["y1"], a["x1"])
-                if any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in picked.get(i, [])):
+                if _overlaps(box, picked.get(i, [])):
                     continue
                 truth = a["patch"] if a["patch"] is not None else np.full((box[2] - box[0], box[3] - box[1]),
                                                                            a["point_class"], np.uint8)
@@ -508,6 +507,11 @@ class ActiveSession:
             rows.append((rnd, self.labeled_pct(), miou, time.time() - t0))
             print(round_table(rows, self.budget, self.cfg))
         self.metrics = rows
+
+
+def _overlaps(box, picks) -> bool:
+    """Whether box (y0, x0, y1, x1), end-exclusive, overlaps any region pick (y0, x0, y1, x1, ...)."""
+    return any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in picks)
 
 
 def run_budget(cfg: RunConfig):

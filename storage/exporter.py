@@ -102,10 +102,12 @@ def export(db: Database, out_dir: str | os.PathLike, label_space: LabelSpace, de
     palette[IGNORE] = unlabeled["color"]
     palette_bgr = palette[:, ::-1].copy()
     names = {c.train_id: c.name for c in label_space.classes}
-    honeypots = [{**s, "iou": {names.get(c, str(c)): v for c, v in s["iou"].items()}} for s in honeypot_scores(db)]
+
+    def named(rows):   # per-class IoU keyed by class name in the manifest
+        return [{**s, "iou": {names.get(c, str(c)): v for c, v in s["iou"].items()}} for s in rows]
+
     manifest = {"created": now_iso(), "label_space": label_space.name, "classes": label_space.to_json(),
-                "unlabeled": unlabeled, "honeypots": honeypots,
-                "agreement": [{**s, "iou": {names.get(c, str(c)): v for c, v in s["iou"].items()}} for s in agreement(db)],
+                "unlabeled": unlabeled, "honeypots": named(honeypot_scores(db)), "agreement": named(agreement(db)),
                 "dense": dense is not None, "threshold": threshold if dense is not None else None,
                 "files": list(SUFFIXES), "images": {}}
     # two phases: every new file is staged (written and fsync'ed under a temp name in out_dir) before any

@@ -206,6 +206,14 @@ def approved_answers(db: Database, before_round: int) -> list[dict]:
     return rows
 
 
+def _class_iou(a: np.ndarray, b: np.ndarray) -> tuple[dict[int, float], float | None]:
+    """Per-class IoU (%) of two equally long trainId arrays over the classes either holds (255 is no
+    class), and their mean (None without classes); one decimal."""
+    iou = {int(c): round(100.0 * np.sum((a == c) & (b == c)) / np.sum((a == c) | (b == c)), 1)
+           for c in sorted((set(a.tolist()) | set(b.tolist())) - {IGNORE})}
+    return iou, (round(float(np.mean(list(iou.values()))), 1) if iou else None)
+
+
 def agreement(db: Database, round_id: int | None = None) -> list[dict]:
     """How much annotators agree on the queries both answered (overlap, ``--overlap``), over all rounds
     or one: per pair {"annotators" [a, b], "queries", "pixels" (labeled by both), "agreement" (% of
@@ -235,11 +243,10 @@ def agreement(db: Database, round_id: int | None = None) -> list[dict]:
     out = []
     for (x, y), s in pairs.items():
         a, b = np.concatenate(s["a"]), np.concatenate(s["b"])
-        iou = {int(c): round(100.0 * np.sum((a == c) & (b == c)) / np.sum((a == c) | (b == c)), 1)
-               for c in sorted(set(a.tolist()) | set(b.tolist()))}
+        iou, miou = _class_iou(a, b)
         out.append({"annotators": [x, y], "queries": s["queries"], "pixels": int(a.size),
                     "agreement": round(100.0 * float(np.mean(a == b)), 1) if a.size else None,
-                    "miou": round(float(np.mean(list(iou.values()))), 1) if iou else None, "iou": iou})
+                    "miou": miou, "iou": iou})
     return sorted(out, key=lambda s: (-s["queries"], s["annotators"]))
 
 
@@ -268,12 +275,9 @@ def honeypot_scores(db: Database, round_id: int | None = None) -> list[dict]:
     out = []
     for s in per.values():
         t, a = np.concatenate(s.pop("truth")), np.concatenate(s.pop("answer"))
-        iou = {}
-        for c in sorted(set(t.tolist()) | (set(a.tolist()) - {IGNORE})):
-            inter, union = np.sum((t == c) & (a == c)), np.sum((t == c) | (a == c))
-            iou[int(c)] = round(100.0 * inter / union, 1)
+        iou, miou = _class_iou(t, a)
         s.update(pixels=int(t.size), accuracy=round(100.0 * float(np.mean(t == a)), 1) if t.size else None,
-                 miou=round(float(np.mean(list(iou.values()))), 1) if iou else None, iou=iou)
+                 miou=miou, iou=iou)
         out.append(s)
     return sorted(out, key=lambda s: (-(s["accuracy"] or 0), s["annotator"]))
 
