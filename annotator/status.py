@@ -106,7 +106,8 @@ def progress_markdown(snap: dict) -> str:
         n, total, initial, elapsed = bar["n"], bar["total"], bar.get("initial", 0), bar["elapsed"]
         done_here = n - initial
         rate = elapsed / done_here if done_here > 0 else None
-        unit = "iteration" if bar.get("postfix") or "train" in bar["desc"] or "warm-up" in bar["desc"] else "item"
+        training = bool(bar.get("postfix")) or bar["desc"].endswith(("warm-up", "train"))   # not 'evaluate (warm-up)'
+        unit = "iteration" if training else "item"
         count = f"{unit} **{n}/{total}** ({100 * n / total:.0f} %)" if total else f"{unit} **{n}**"
         eta = rate * (total - n) if rate is not None and total else None
         speed = f"{rate:.2f} s per {unit}" if rate is not None else "measuring speed…"

@@ -45,4 +45,6 @@ def test_run_status_keeps_one_loss_curve_per_training_step_and_formats_the_step(
            "closed": False}
     st.update(mid)
     assert "item **2/8** (25 %)" in progress_markdown(st.snapshot()) and "ETA 12 s" in progress_markdown(st.snapshot())
+    st.update({**mid, "desc": "evaluate (warm-up)"})
+    assert "item **2/8**" in progress_markdown(st.snapshot())          # images, not training iterations
     assert duration(3725) == "1 h 02 min" and duration(95) == "1 min 35 s" and duration(None) == "—"
