@@ -514,12 +514,13 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                 snap = status.snapshot()
                 busy = snap["open_round"] is None
                 evals = sum("iou" in r for r in storage.metrics_table(ctx.db)) if busy else seen.get("evals")
-                now = {"busy": busy, "v": snap["version"], "lv": snap["loss_version"], "evals": evals}
+                now = {"busy": busy, "v": snap["version"], "lv": snap["loss_version"], "evals": evals,
+                       "opened": not busy and seen.get("busy") is True}   # a round opened while the page waited
                 if snap["finished"]:   # the run ended: say so once and stop asking (its server goes away)
                     return (now, gr.Column(visible=True), header_markdown(ctx, username(request)),
                             progress_markdown(snap), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False))
-                if now == seen:
-                    return seen, *([gr.skip()] * 7)
+                if {**now, "opened": seen.get("opened")} == seen:
+                    return {**seen, "opened": False}, *([gr.skip()] * 7)
                 switched = seen.get("busy") != busy
                 tab = gr.skip()
                 if switched and not busy and seen.get("busy"):   # a round opened while this page waited (not
@@ -533,8 +534,17 @@ def build_app(db_path: str | os.PathLike, provider: Provider, label_space: Label
                         evaluation_frame(ctx) if busy and evals != seen.get("evals") else gr.skip(), tab, gr.skip())
 
             tick_out = [page_seen, run_box, header, run_md, loss_plot, eval_table, tabs, timer]
+            def refresh_opened(seen, status_filter):
+                """When a round opened while this page waited: its Round and Review tabs, read anew."""
+                if not seen.get("opened"):
+                    return [gr.skip()] * 9
+                return (*refresh_round(), *refresh_review(status_filter))
+
+            opened_out = [round_md, counts, miou_plot, class_plot, time_plot, pixel_plot, rv_table, rv_honeypots,
+                          rv_agreement]
             demo.load(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
-            timer.tick(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden")
+            timer.tick(tick, inputs=page_seen, outputs=tick_out, show_progress="hidden").then(
+                refresh_opened, inputs=[page_seen, rv_filter], outputs=opened_out, show_progress="hidden")
         demo.load(refresh_round, outputs=[round_md, counts, miou_plot, class_plot, time_plot, pixel_plot])
         demo.load(refresh_review, inputs=rv_filter, outputs=[rv_table, rv_honeypots, rv_agreement])
         rcanvas.saved(refresh_header, outputs=header, trigger_mode="always_last", show_progress="hidden")

@@ -413,6 +413,10 @@ def test_the_page_shows_the_run_from_its_first_second_and_switches_to_the_querie
         assert root.get_attribute("data-qid")
         assert not page.locator("#run-progress").is_visible()
         assert "Round 1 (open)" in page.locator("#annot-header").inner_text()
+        page.get_by_role("tab", name="Round").click()        # read anew when the round opened (no reload)
+        page.wait_for_function("() => /Round 1/.test(document.querySelector('#round-progress')?.innerText || '')",
+                               timeout=30_000)
+        page.get_by_role("tab", name="Regions").click()
         page.wait_for_timeout(500)
         page.keyboard.press("a")
         page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.saved === '1'",
