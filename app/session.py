@@ -27,7 +27,9 @@ from core.data.labels import CITYSCAPES19, SYNTHIA16, LabelSpace
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
 from core.methods import build_methods, compose_adjust
+from core.methods.base import wrap_model
 from core.models import Segmentor
+from core.models.hrda import state_for
 from core.progress import bar as progress_bar
 from core.train import (CheckpointError, TrainConfig, fit, load_checkpoint, resolve_device, run_stages,
                         save_checkpoint)
@@ -77,6 +79,7 @@ class Relabeled:
         from core.data.base import DatasetError
 
         self.dataset, self.label_space, self.names = dataset, label_space, dataset.names
+        self.has_depth = bool(getattr(dataset, "has_depth", False))
         to = {n: i for i, n in enumerate(label_space.names)}
         self.lut = np.full(256, 255, np.uint8)
         for c in dataset.label_space.classes:
@@ -95,11 +98,19 @@ class Relabeled:
         return s
 
 
-def build_model(cfg: RunConfig, num_classes: int) -> Segmentor:
+def build_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
+    """The run's Segmentor, wrapped by the methods of ``--method`` that wrap the model (HRDA), so the
+    warm-up, every round and every prediction use the same model."""
     weights = "imagenet" if cfg.weights is None else (None if cfg.weights == "none" else cfg.weights)
     torch.manual_seed(train_seed(cfg))
-    return Segmentor(num_classes, cfg.backbone, cfg.output_stride, head=cfg.head, weights=weights,
-                     cache_dir=cfg.cache_dir)
+    return wrap_model(Segmentor(num_classes, cfg.backbone, cfg.output_stride, head=cfg.head, weights=weights,
+                                cache_dir=cfg.cache_dir), build_methods(cfg.method))
+
+
+def warmup_methods(cfg: RunConfig) -> list:
+    """The methods of the source-only warm-up: those of ``--method`` that wrap the model (HRDA: its
+    detail loss on the source trains the wrapper it built); none otherwise."""
+    return [m for m in build_methods(cfg.method) if m.wraps_model]
 
 
 def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> TrainConfig:
@@ -258,7 +269,12 @@ class ActiveSession:
 
     def _check_work(self, sizes: dict) -> None:
         """ConfigError before any training when the rounds could do no work: an oracle without target
-        masks, or a budget below one query per image and round. Warns when val has no masks."""
+        masks, or a budget below one query per image and round, or a method that needs source depth maps
+        (depth) on a source without them (GTA5). Warns when val has no masks."""
+        needs_depth = [m.name for m in build_methods(self.cfg.method) if getattr(m, "needs_source_depth", False)]
+        if needs_depth and not getattr(self.source, "has_depth", False):
+            raise ConfigError(f"--method {needs_depth[0]} needs source depth maps (synthcity's source, SYNTHIA with "
+                              f"its Depth folder); source {self.cfg.source} has none (GTA5 ships no depth)")
         if self.budget is not None and self.cfg.honeypot_rate and not getattr(self.target, "has_labels", True) \
                 and not self.quiet:
             print(f"note: {self.cfg.target} has no masks, so honeypots re-ask answers a reviewer approved in earlier "
@@ -294,7 +310,7 @@ class ActiveSession:
                                 step.replace(".train", ".eval"))
             return False
         try:
-            self.model.load_state_dict(load_checkpoint(path)["model"])
+            self.model.load_state_dict(state_for(self.model, load_checkpoint(path)["model"]))   # --init: either layout
         except CheckpointError as e:
             raise CheckpointError(f"{e}: delete it and run with --resume, and {step} is trained again") from None
         return True
@@ -311,7 +327,7 @@ class ActiveSession:
                 ck = Path(self.cfg.init).resolve()
             else:
                 fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
-                    desc="source-only warm-up")
+                    methods=warmup_methods(self.cfg), desc="source-only warm-up")
             storage.add_checkpoint(self.db, self.run_id, "warmup", str(ck))
             self.mark("warmup")
         self.evaluate(0, "warm-up")
@@ -525,9 +541,10 @@ def run_budget(cfg: RunConfig):
 
 def load_init(path: str, model: torch.nn.Module) -> dict:
     """The model weights of checkpoint ``path`` for ``model``; ConfigError naming what does not fit
-    (class count, or the first layer whose shape differs: another backbone or head)."""
+    (class count, or the first layer whose shape differs: another backbone or head). A plain Segmentor's
+    weights fit an HRDA model (its attention head keeps its initialisation) and the reverse."""
     try:
-        state = load_checkpoint(path)["model"]
+        state = state_for(model, load_checkpoint(path)["model"])
     except Exception as e:  # noqa: BLE001 - a wrong or corrupt file is a user mistake here
         raise ConfigError(f"--init {path} is not a checkpoint of this studio ({str(e).splitlines()[0]})") from None
     own = model.state_dict()
@@ -579,7 +596,7 @@ def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
         if int(os.environ.get("RANK", 0)) != 0:
             source, _, val = load_data(cfg)
             fit(build_model(cfg, val.label_space.num_classes), train_config(cfg, cfg.iterations), source,
-                progress=False)
+                methods=warmup_methods(cfg), progress=False)
             return None
     s = ActiveSession(cfg, given=given)
     if s.budget is not None and not cfg.oracle:   # people answer: the annotator is open from the first second

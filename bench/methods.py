@@ -20,6 +20,11 @@ The column "with RIPU 2.2% oracle labels" trains every row again with active lab
 model scores the target-train pool once with RIPU (region mode, 17x17 regions), the whole 2.2% budget
 is picked in one round and answered from ground truth (``ripu_oracle_labels``). ``--columns uda``
 skips it, ``--columns labels`` runs only it.
+
+A spec with ``hrda`` (e.g. ``hrda+dacs``) trains the HRDA wrapper (core/models/hrda.py) from the plain
+warm-up (its attention head starts fresh) and adds a table of the mean scale attention per class on
+target val (``attention_by_class``: small classes such as pole, light, sign, person vs road, sky,
+building; the uda column's model, else the labels column's).
 """
 from __future__ import annotations
 
@@ -46,10 +51,15 @@ from app.session import region_radius, score_and_pick  # noqa: E402
 from core.acquisition import queries_per_round  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
 from core.methods import build_methods, compose_adjust  # noqa: E402
+from core.methods.base import wrap_model  # noqa: E402
+from core.models.hrda import attention_by_class  # noqa: E402
 from core.models import Segmentor  # noqa: E402
 from core.train import TrainConfig, fit, load_checkpoint, resolve_device, run_stages  # noqa: E402
 
 DEFAULT_METHODS = "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"
+# HRDA's scale attention is reported on small classes (detail) vs large ones (context)
+SMALL = ["pole", "traffic light", "traffic sign", "person", "rider", "bicycle"]
+LARGE = ["road", "sky", "building"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -127,10 +137,10 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
 
     ``target_labels``: None for pure UDA, or ``(i, sample) -> uint8 (H,W)`` active labels (255 =
     unlabeled) for the "with RIPU 2.2% oracle labels" column. Returns {"miou", "iou",
-    "sec_per_it", "stage_seconds", "losses"}."""
+    "sec_per_it", "stage_seconds", "losses", and with hrda "attention" (``attention_by_class``)}."""
     a = bench.args
     methods = build_methods(method_spec, bench.options)
-    model = bench.model()
+    model = wrap_model(bench.model(), methods)    # hrda: the wrapper (the plain warm-up loads into its base)
     model.load_state_dict(load_checkpoint(warm_ckpt)["model"])
     cfg = bench.cfg(a.iters)
     out = fit(model, cfg, bench.source, bench.target, target_labels, methods=methods, progress=a.progress,
@@ -140,8 +150,12 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
                progress=a.progress, iterations=a.stage_iters)
     stage_s = time.time() - t
     ev = bench.evaluate(model, methods)
+    att = {}
+    if any(m.name == "hrda" for m in methods):
+        att = attention_by_class(model, bench.val, SMALL + LARGE, n_images=a.attention_images,
+                                 device=resolve_device(a.device))
     return {"miou": ev["miou"], "iou": ev["iou"], "sec_per_it": out["seconds"] / max(a.iters, 1),
-            "stage_seconds": stage_s, "losses": out["losses"]}
+            "stage_seconds": stage_s, "losses": out["losses"], "attention": att}
 
 
 def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%"):
@@ -200,6 +214,8 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=str(Path.home() / ".cache" / "segstudio" / "bench-methods"),
                    help="where the warm-up checkpoint is kept")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--attention-images", type=int, default=50,
+                   help="target-val images for HRDA's mean scale attention per class (rows with hrda)")
     p.add_argument("--columns", default="uda,labels",
                    help="uda (no target labels), labels (with RIPU 2.2%% oracle labels), or both (default)")
     args = p.parse_args(argv)
@@ -225,7 +241,9 @@ def main(argv=None) -> None:
         rows[s] = run_method(s, warm, bench=bench) if "uda" in columns else \
             {"miou": float("nan"), "sec_per_it": float("nan"), "stage_seconds": float("nan")}
         if oracle is not None:
-            rows[s]["ripu"] = run_method(s, warm, oracle, bench=bench)["miou"]
+            with_labels = run_method(s, warm, oracle, bench=bench)
+            rows[s]["ripu"] = with_labels["miou"]
+            rows[s]["attention"] = rows[s].get("attention") or with_labels["attention"]
         print(f"{s}: mIoU {rows[s]['miou']:.1f} / with labels {rows[s].get('ripu', float('nan')):.1f}, "
               f"{rows[s]['sec_per_it']:.2f} s/it", file=sys.stderr, flush=True)
 
@@ -252,6 +270,16 @@ def main(argv=None) -> None:
         rel = "" if base is None else num(r["sec_per_it"] / base["sec_per_it"], ".2f")
         print(f"| {s} | {num(r['miou'], '.1f')} | {d} | {num(r['sec_per_it'], '.2f')} | {rel} | "
               f"{num(r['stage_seconds'], '.0f')} | {num(r.get('ripu', float('nan')), '.1f')} |")
+    att_rows = {s: r["attention"] for s, r in rows.items() if r.get("attention")}
+    if att_rows:
+        print(f"\nHRDA scale attention (mean of the ground-truth class's channel over its pixels, eval mode, "
+              f"first {args.attention_images} target-val images; 1 = the detail view decides):\n")
+        print("| method | small classes (" + ", ".join(SMALL) + ") | large classes (" + ", ".join(LARGE) + ") | "
+              + " | ".join(SMALL + LARGE) + " |")
+        print("|---|---:|---:|" + "---:|" * len(SMALL + LARGE))
+        for s, att in att_rows.items():
+            small, large = (np.nanmean([att[n] for n in g]) for g in (SMALL, LARGE))
+            print(f"| {s} | {small:.3f} | {large:.3f} | " + " | ".join(f"{att[n]:.3f}" for n in SMALL + LARGE) + " |")
     print(f"\ntotal {time.time() - t0:.0f} s")
 
 

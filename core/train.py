@@ -233,6 +233,8 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         bt = None
         if tgt is not None:
             bt = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(tgt).items()}
+        for m in methods:
+            bs = m.transform_source(ctx, bs, bt)               # T2S: FDA pseudo-target source images
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             terms: dict[str, torch.Tensor] = {}
             out_s = net(bs["image"])

@@ -166,6 +166,19 @@ def test_uda_methods_in_the_loop(tmp_path, cache):
     assert bad.returncode == 2 and "cannot be combined" in bad.stderr
 
 
+@pytest.mark.parametrize("spec,terms", [("t2s+bida>sd", ["t2s=", "fwd_t=", "sd stage"]),
+                                        ("cpsl>kd", ["sl_t=", "kd stage"]),
+                                        ("depth>sprior", ["dens_t=", "spatial-prior"])])
+def test_uda_methods_part2_end_to_end(tmp_path, cache, spec, terms):
+    """Every method of part 2 through the CLI (HRDA: tests/test_hrda.py): an oracle round trains with
+    the method's terms and runs its stage."""
+    r = launch([*TINY, "--workdir", str(tmp_path / "w"), "--budget", "2.2%", "--oracle", "--rounds", "1",
+                "--region-radius", "1", "--method", spec], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| round | labeled pixels" in r.stdout
+    assert all(t in r.stderr for t in terms), [t for t in terms if t not in r.stderr]
+
+
 def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache):
     args = [*TINY, "--budget", "2.2%", "--oracle", "--rounds", "3", "--region-radius", "1",
             "--round-iterations", "6"]
@@ -231,6 +244,11 @@ def test_real_dataset_layouts_gta5_to_cityscapes_and_folder_with_classes_json(tm
     assert "mIoU* (13 classes)" in r.stdout and "| terrain |" not in r.stdout   # SYNTHIA's 16 classes
     bad = launch(["--source", f"gta5:{tmp_path / 'missing'}", "--workdir", str(tmp_path / "w3")], cache, timeout=120)
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+    # the depth method on GTA5 (no depth maps): one line before any training
+    bad = launch(["--source", f"gta5:{gta}", "--target", f"cityscapes:{cs}", "--workdir", str(tmp_path / "w5"),
+                  *small, "--method", "depth"], cache, timeout=120)
+    assert bad.returncode == 2 and "needs source depth maps" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert "warm-up" not in bad.stdout
 
 
 def test_resume_after_the_init_checkpoint_was_removed(tmp_path, cache):

@@ -10,6 +10,7 @@ from core.acquisition.confidence import cra_entropy
 from core.evaluate import predict_logits
 from core.methods import REGISTRY, build_methods, compose_adjust
 from core.methods.advent import AdvEnt
+from core.methods.base import wrap_model
 from core.methods.cra import CRA
 from core.methods.dacs import DACS, class_masks, class_mix, strong_augment
 from core.methods.fada import FADA
@@ -95,17 +96,19 @@ def test_bad_options_are_a_value_error():
 @pytest.mark.parametrize("name", [n for n in REGISTRY if n not in ("source_only", "ripu")])
 def test_each_method_with_ripu_trains_finite_and_resumes(name, tmp_path):
     # stored at 2x the training size: the loop keeps target labels at their stored size
-    src = ToyDataset(n=4, size=(64, 128))
+    src = ToyDataset(n=4, size=(64, 128), depth=True)
     tgt = ToyDataset(n=4, size=(64, 128), classes=(0, 8, 10, 11), seed=1)
-    opts = {"cr": {"iterations": 1}, "cra": {"stage_iterations": 1}}
+    opts = {"cr": {"iterations": 1}, "cra": {"stage_iterations": 1}, "sd": {"iterations": 1}, "kd": {"iterations": 1},
+            "sprior": {"iterations": 1}}
     methods = build_methods(f"{name}+ripu", opts)
-    model = tiny()
+    model = wrap_model(tiny(), methods)    # hrda trains a wrapper around the segmentor
     cfg = TrainConfig(iterations=2, crop_size=SIZE, lr=1e-2, checkpoint_every=1)
     ck = tmp_path / "ck.pt"
     out = fit(model, cfg, src, tgt, methods=methods, checkpoint=ck, progress=False)
     assert {"ce_s", "ce_t", "cr_s", "nl_t"} <= set(out["losses"])
     assert all(math.isfinite(v) for v in out["losses"].values()), out["losses"]
-    expect = {"dacs": "ce_mix", "advent": "adv_t", "minent": "ent_t", "fada": "adv_t", "cra": "st_t"}.get(name)
+    expect = {"dacs": "ce_mix", "advent": "adv_t", "minent": "ent_t", "fada": "adv_t", "cra": "st_t", "cpsl": "sl_t",
+              "bida": "fwd_t", "t2s": "t2s", "depth": "dens_t"}.get(name)
     if expect:
         assert expect in out["losses"]
     run_stages(methods, model, src, tgt, cfg)
@@ -114,11 +117,12 @@ def test_each_method_with_ripu_trains_finite_and_resumes(name, tmp_path):
     # the checkpoint carries the method state (discriminator + its optimizer, teacher); resume continues
     state = load_checkpoint(ck)
     assert len(state["methods"]) == 2
-    if name in ("advent", "fada", "cra"):
+    if name in ("advent", "fada", "cra", "depth"):
         st = state["methods"][[m.name for m in methods].index(name)]
         assert "disc" in st and "opt_d" in st
-    fit(tiny(1), TrainConfig(**{**cfg.__dict__, "iterations": 3}), src, tgt,
-        methods=build_methods(f"{name}+ripu", opts), checkpoint=ck, progress=False)
+    methods = build_methods(f"{name}+ripu", opts)
+    fit(wrap_model(tiny(1), methods), TrainConfig(**{**cfg.__dict__, "iterations": 3}), src, tgt,
+        methods=methods, checkpoint=ck, progress=False)
     assert load_checkpoint(ck)["iteration"] == 3
 
 

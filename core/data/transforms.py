@@ -51,7 +51,11 @@ class TrainView:
     Depth (source only) follows with nearest resizing. Random draws come from numpy's global RNG
     (seeded by core.train.seed_everything).
 
-    Returns {"image": uint8 (3,h,w), "label": int64 (h,w), "index", optional "depth": float32 (h,w)}.
+    Returns {"image": uint8 (3,h,w), "label": int64 (h,w), "index", "box": float32 (5,) = (top, left,
+    height, width) of the crop as fractions of the whole (scaled, unpadded) image, then 1.0 if it was
+    flipped else 0.0 (pixel (i, j) of the crop lies at image fraction y = top + (i + 0.5) / h * height,
+    x = left + (j + 0.5) / w * width, mirrored x -> 1 - x when flipped: the image-position priors of
+    the depth method), optional "depth": float32 (h,w)}.
     """
 
     def __init__(self, dataset, crop: tuple[int, int] | None, flip: bool = False, labels=None,
@@ -75,6 +79,8 @@ class TrainView:
         lab = resize_sparse_label(np.asarray(lab, np.uint8), (sh, sw))
         if depth is not None:
             depth = resize_label(depth, (sh, sw))
+        y = x = 0
+        ch, cw = sh, sw
         if self.crop is not None:
             ch, cw = self.crop
             ph, pw = max(0, ch - sh), max(0, cw - sw)
@@ -88,10 +94,13 @@ class TrainView:
             img, lab = img[y:y + ch, x:x + cw], lab[y:y + ch, x:x + cw]
             if depth is not None:
                 depth = depth[y:y + ch, x:x + cw]
-        if self.flip and np.random.random() < 0.5:
+        flipped = bool(self.flip and np.random.random() < 0.5)
+        if flipped:
             img, lab = img[:, ::-1], lab[:, ::-1]
             depth = None if depth is None else depth[:, ::-1]
-        out = {"image": to_tensor_image(img), "label": torch.from_numpy(lab.astype(np.int64)), "index": i}
+        box = torch.tensor([y / sh, x / sw, ch / sh, cw / sw, float(flipped)], dtype=torch.float32)
+        out = {"image": to_tensor_image(img), "label": torch.from_numpy(lab.astype(np.int64)), "index": i,
+               "box": box}
         if depth is not None:
             out["depth"] = torch.from_numpy(np.ascontiguousarray(depth))
         return out

@@ -7,20 +7,28 @@ their stage after the fit even when given with '+'.
 
 Composition rule: each method declares the exclusive roles it takes (``Method.exclusive``, see
 ``base.ROLES``) and the methods it conflicts with (``Method.conflicts``); within one fit a role can
-be taken once ("generator_adversary": advent / fada / cra; "mix": dacs); "label_shift" (ia / cr)
-can be taken once per whole spec, stages included. Everything else composes (ripu, minent, ...).
+be taken once ("generator_adversary": advent / fada / cra / depth; "mix": dacs / cpsl); "label_shift"
+(ia / cr) can be taken once per whole spec, stages included. Everything else composes (ripu, minent,
+t2s, bida, ...). Stages: ``sd`` (FADA/CRA self-distillation), ``kd`` (CPSL's distillation), ``sprior``
+(the depth method's spatial-prior self-training), ``cra``, ``cr``, ``ia``.
 """
 from __future__ import annotations
 
 from core.methods.advent import AdvEnt
 from core.methods.base import ROLES, Method, StageOnly, StagePlan  # noqa: F401
+from core.methods.bida import BiDA
+from core.methods.cpsl import CPSL
 from core.methods.cra import CRA
 from core.methods.dacs import DACS
+from core.methods.depth import DepthDistribution, SpatialPriorStage
+from core.methods.distill import CPSLDistillation, SelfDistillation
 from core.methods.fada import FADA
+from core.methods.hrda import HRDA
 from core.methods.labelshift import ClassifierRectification, InferenceAdjustment
 from core.methods.minent import MinEnt
 from core.methods.ripu import RIPULosses
 from core.methods.source_only import SourceOnly
+from core.methods.t2s import T2S
 
 REGISTRY: dict[str, type[Method]] = {
     "source_only": SourceOnly,
@@ -32,6 +40,14 @@ REGISTRY: dict[str, type[Method]] = {
     "cra": CRA,
     "ia": InferenceAdjustment,
     "cr": ClassifierRectification,
+    "hrda": HRDA,
+    "cpsl": CPSL,
+    "bida": BiDA,
+    "t2s": T2S,
+    "depth": DepthDistribution,
+    "sd": SelfDistillation,
+    "kd": CPSLDistillation,
+    "sprior": SpatialPriorStage,
 }
 
 RUN_WIDE_ROLES = {"label_shift"}   # checked over the whole spec, post-hoc stages included

@@ -3,6 +3,7 @@
 A method overrides only the hooks it needs; every hook has a no-op default. Per iteration the
 loop calls, in order::
 
+    batch_s = m.transform_source(ctx, batch_s, batch_t)    # e.g. FDA pseudo-target images (T2S), labels kept
     out_s = model(x_s)
     loss  = CE(m.source_logits(out_s.logits), y_s) + sum(m.source_loss(ctx, batch_s, out_s))
     out_t = model(x_t); loss += CE on active labels (batch_t["label"] != 255)
@@ -60,9 +61,20 @@ class Method:
     post_hoc = False                     # core.train.run_stages() runs plan_stage() after fit
     order = 50                           # build_methods sorts a composition by it (stable): hooks run in
                                          # that order, e.g. IA (10) adjusts pseudo-labels before CRA (80) splits them
+    wraps_model = False                  # True: wrap(model) returns the model a fit of this method trains
+                                         # (HRDA); applied where a run builds its model (``wrap_model``)
+
+    def wrap(self, model):
+        """The model to train when ``wraps_model`` (e.g. HRDA's segmentor wrapper); default: ``model``."""
+        return model
 
     def setup(self, ctx) -> None:
         """Called once before the first iteration (create discriminators, teachers, optimizers)."""
+
+    def transform_source(self, ctx, batch_s: dict, batch_t: dict | None) -> dict:
+        """The source batch the loop trains on (before its forward); labels must stay valid for it.
+        ``batch_t`` is None when the fit has no target. Default: unchanged."""
+        return batch_s
 
     def source_logits(self, ctx, logits: torch.Tensor) -> torch.Tensor:
         """Logits the loop's source CE is computed on (FADA: tempered; CR stage: logit-adjusted)."""
@@ -135,3 +147,12 @@ class StagePlan:
     freeze: str | None = None
     desc: str = "stage"
     result: dict = field(default_factory=dict)
+
+
+def wrap_model(model, methods):
+    """``model`` wrapped by every online method of ``methods`` with ``wraps_model`` (HRDA), in order: the one
+    place a run's model gets its wrappers (app/session.py ``build_model``, bench/methods.py)."""
+    for m in methods:
+        if m.wraps_model:
+            model = m.wrap(model)
+    return model

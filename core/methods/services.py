@@ -186,7 +186,8 @@ class PseudoLabel:
     """Target pseudo-labels at the label size. ``label`` (B,H,W) long, 255 = ignore; ``weight`` (B,H,W);
     ``prob`` (B,C,H,W) softmax; ``logits`` (B,C,h,w) raw logits of the labeller (for IA);
     ``active`` (B,H,W) bool = pixels with an active (human/oracle) label, which override the rest;
-    ``trusted`` (B,H,W) bool or None (CRA)."""
+    ``trusted`` (B,H,W) bool or None (CRA); ``feat`` (B,D,h',w') the labeller's features (the segmentor's
+    ``SegOut.feat``, detached) or None (prototype methods: CPSL, BiDA, T2S)."""
     label: torch.Tensor
     weight: torch.Tensor
     prob: torch.Tensor
@@ -194,6 +195,7 @@ class PseudoLabel:
     active: torch.Tensor
     active_label: torch.Tensor
     trusted: torch.Tensor | None = None
+    feat: torch.Tensor | None = None
 
     @property
     def confidence(self) -> torch.Tensor:
@@ -203,7 +205,7 @@ class PseudoLabel:
         """A PseudoLabel from new labeller logits (e.g. after IA), keeping the active labels, the
         weights and the trust split (untrusted pixels stay ignored)."""
         pl = pseudo_from_logits(logits, self.active_label)
-        pl.weight = self.weight
+        pl.weight, pl.feat = self.weight, self.feat
         if self.trusted is not None:
             pl.trusted = self.trusted
             pl.label = torch.where(self.trusted, pl.label, torch.full_like(pl.label, IGNORE))
@@ -225,8 +227,10 @@ def make_pseudo_labels(ctx, batch_t: dict, out_t) -> PseudoLabel:
     """Pseudo-labels for the target batch: from the EMA teacher on the (un-augmented) target image when
     the fit has one, else from the student's detached target logits; active labels override."""
     teacher = ctx.services.get("ema_teacher")
-    logits = teacher(batch_t["image"]).logits if teacher is not None else out_t.logits
-    return pseudo_from_logits(logits, batch_t["label"])
+    out = teacher(batch_t["image"]) if teacher is not None else out_t
+    pl = pseudo_from_logits(out.logits, batch_t["label"])
+    pl.feat = out.feat.detach().float()
+    return pl
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -272,3 +276,62 @@ def allreduce_grads(module: nn.Module) -> None:
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad.div_(w)
+
+
+# ----------------------------------------------------------------------------- prototypes
+def labels_at(label: torch.Tensor, size) -> torch.Tensor:
+    """(B,H,W) long labels -> (B,h,w) at a feature map's size, nearest (255 stays ignore)."""
+    if tuple(label.shape[-2:]) == tuple(size):
+        return label
+    return torch.nn.functional.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+def class_means(feat: torch.Tensor, label: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked class means of features: ``feat`` (B,D,h,w) float, ``label`` (B,h,w) long (255 ignored)
+    -> (prototypes (C,D) float, zero for absent classes; present (C,) bool)."""
+    D = feat.shape[1]
+    f = feat.permute(0, 2, 3, 1).reshape(-1, D)
+    y = label.reshape(-1)
+    keep = y < num_classes
+    f, y = f[keep], y[keep]
+    sums = f.new_zeros(num_classes, D).index_add_(0, y, f)
+    counts = torch.bincount(y, minlength=num_classes)[:num_classes]
+    return sums / counts.clamp(min=1)[:, None].to(f.dtype), counts > 0
+
+
+# ----------------------------------------------------------------------------- a method's own parameters
+class AuxParams:
+    """Parameters a method adds to the segmentor's training (prototypes, projectors, depth heads): they
+    get gradients from the loop's ``loss.backward()`` and are stepped after the segmentor's step
+    (``step(ctx)`` in ``after_step``) by their own SGD with the segmentor's poly schedule at
+    ``lr_mult`` x the base lr (the papers' head multiplier, 10). Gradients are averaged across torchrun
+    ranks. ``state_dict`` carries the optimizer for resume."""
+
+    def __init__(self, ctx, modules: list, lr_mult: float = 10.0):
+        self.params = [p for m in modules for p in (m.parameters() if isinstance(m, nn.Module) else [m])]
+        cfg = ctx.cfg
+        self.base_lr = cfg.lr * lr_mult
+        self.opt = torch.optim.SGD(self.params, lr=self.base_lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+
+    def step(self, ctx) -> None:
+        cfg = ctx.cfg
+        f = (1 - ctx.iteration / max(cfg.iterations, 1)) ** cfg.poly_power
+        for g in self.opt.param_groups:
+            g["lr"] = self.base_lr * f
+        w = dist_world()
+        if w > 1:
+            import torch.distributed as dist
+
+            for p in self.params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(w)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)
