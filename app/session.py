@@ -28,6 +28,7 @@ from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
 from core.methods import build_methods, compose_adjust
 from core.methods.base import wrap_model
+from core.methods.services import broadcast_module
 from core.models import Segmentor
 from core.models.hrda import state_for
 from core.progress import bar as progress_bar
@@ -166,6 +167,137 @@ def stored_config(cfg: RunConfig) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in NOT_STORED}
 
 
+# -- torchrun: rank 0 drives the run, the other ranks follow its compute steps ---------------------
+COMPUTE = ("warmup", "score", "train", "eval")   # steps every rank computes (rank 0's weights first)
+
+
+class Ranks:
+    """The run's processes. Alone (no torchrun) every call is a no-op. Under torchrun, rank 0 runs the
+    session (project.db, the annotator cache, selection, the annotator) and announces each compute step
+    (``start``); ranks > 0 (``follow``) receive it and compute with it: the warm-up and round training
+    together (DDP), evaluation and scoring sharded by image (``i % world == rank``). Before a compute
+    step every rank takes rank 0's weights (a resumed rank 0 may have loaded a checkpoint)."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = 0
+        if self.world > 1:
+            from core.train import init_distributed
+
+            self.rank, self.world = init_distributed()
+
+    def start(self, cmd: str, model=None, **kw) -> None:
+        """Rank 0: announce step ``cmd`` (with ``kw``) and share the weights for a compute step."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.broadcast_object_list([(cmd, kw)], 0)
+            if cmd in COMPUTE:
+                broadcast_module(model)
+
+    def receive(self, model=None) -> tuple[str, dict]:
+        """Ranks > 0: the next step rank 0 announced (taking rank 0's weights for a compute step)."""
+        import torch.distributed as dist
+
+        box = [None]
+        dist.broadcast_object_list(box, 0)
+        cmd, kw = box[0]
+        if cmd in COMPUTE and model is not None:
+            broadcast_module(model)
+        return cmd, kw
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order, on rank 0 ([] on the others); ``[obj]`` alone."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(obj, out, dst=0)
+        return out or []
+
+
+def score_one(model, target, db, cfg: RunConfig, budget, rnd: int, i: int, device, adjust) -> tuple:
+    """Score target image ``i`` for round ``rnd`` and pick its queries (reading project.db only):
+    ``(i, picks, maps, stats)``, maps = the annotator cache's pred/score/entropy, stats = the image's
+    ClassEntropyStats (merged into the pool's CRA thresholds). The random strategy's draws depend on
+    (seed, round, image) only, so any sharding of the images picks the same queries."""
+    s = target[i]
+    H, W = s["label"].shape
+    mode = budget.mode
+    radius = region_radius(cfg, mode)
+    n = queries_per_round(budget, H, W, cfg.rounds, radius)[rnd - 1]
+    labeled = storage.label_mask(db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
+    if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
+        labeled |= storage.answered_mask(db, s["name"], H, W)
+    prob, res, picks = score_and_pick(model, s["image"], labeled, n, cfg.strategy, mode, radius,
+                                      window=cfg.infer_window, device=device, adjust=adjust,
+                                      rng=np.random.default_rng([train_seed(cfg), rnd, i]))
+    stats = ClassEntropyStats(prob.shape[0])
+    stats.update(prob)
+    maps = dict(pred=prob.argmax(0).astype(np.uint8), score=res["score"].astype(np.float16),
+                entropy=cra_entropy(prob).astype(np.float16))
+    return i, picks, maps, stats
+
+
+def round_masks(db, target) -> dict[int, np.ndarray]:
+    """The active labels of every target image (uint8 (H, W), 255 = unlabeled), read from project.db."""
+    masks = {}
+    for i, name in enumerate(target.names):
+        img = storage.get_image(db, name)
+        masks[i] = storage.label_mask(db, name, img["height"], img["width"])
+    return masks
+
+
+def retrain_model(model, cfg: RunConfig, source, target, masks, rnd: int, checkpoint) -> list:
+    """One round's training (and its post-hoc stages) on every rank; returns the methods (for their
+    logit adjustment)."""
+    methods = build_methods(cfg.method)
+    tcfg = train_config(cfg, cfg.round_iterations)
+    fit(model, tcfg, source, target=target, target_labels=lambda i, s: masks[i], methods=methods,
+        checkpoint=checkpoint, desc=f"round {rnd}: train")
+    if any(m.post_hoc for m in methods):   # post-hoc stages (e.g. 'fada>cra', 'cr')
+        run_stages(methods, model, source, target, cfg=tcfg, target_labels=lambda i, s: masks[i], progress=True)
+    return methods
+
+
+def follow(cfg: RunConfig) -> None:
+    """torchrun ranks > 0: compute the steps rank 0 announces, until it says the run ended. project.db is
+    only ever opened read-only here (``storage.open_readonly``); checkpoints are written by rank 0."""
+    ranks = Ranks()
+    model = None
+    while True:
+        cmd, kw = ranks.receive(model)
+        if cmd == "end":
+            return
+        if cmd == "setup":   # the run's configuration as rank 0 settled it (a resumed run's stored one)
+            for k, v in kw["config"].items():
+                if hasattr(cfg, k):
+                    setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
+            source, target, val = load_data(cfg)
+            model = build_model(cfg, val.label_space.num_classes)
+            device, budget, adjust = resolve_device(cfg.device), run_budget(cfg), None
+            db, run_id = storage.open_readonly(cfg.workdir), kw["run_id"]
+        elif cmd == "warmup":
+            fit(model, train_config(cfg, cfg.iterations), source, checkpoint=kw["checkpoint"],
+                methods=warmup_methods(cfg), progress=False)
+        elif cmd == "eval":
+            evaluate(model, val, cfg.infer_window, device=device, progress=False, adjust=adjust)
+        elif cmd == "score":
+            model.eval()
+            for k in range(0, len(target), ranks.world):
+                i = k + ranks.rank
+                ranks.gather(score_one(model, target, db, cfg, budget, kw["rnd"], i, device, adjust)
+                             if i < len(target) else None)
+            model.train()
+        elif cmd == "annotate":   # rank 0 (an oracle or people) answers; wait until it marked the step
+            while not storage.step_done(db, run_id, kw["step"]):
+                time.sleep(1.0)
+        elif cmd == "train":
+            methods = retrain_model(model, cfg, source, target, round_masks(db, target), kw["rnd"], kw["checkpoint"])
+            adjust = compose_adjust(methods)
+
+
 class ActiveSession:
     """One run in ``cfg.workdir``. A new run is recorded in project.db only once ``setup()`` has
     succeeded (data read, model built, ``--init`` loaded), so a failed setup can be retried with other
@@ -200,6 +332,7 @@ class ActiveSession:
         self.metrics: list[dict] = []
         self.adjust = None     # logit adjustment of the current methods (label-shift IA), if any
         self.server: AnnotatorServer | None = None   # the run's annotator, when people answer (see run())
+        self.ranks = Ranks()                          # torchrun: the other ranks follow this one's steps
 
     def _continue(self, old: dict, given: set[str]) -> None:
         """Take the stored run's configuration, applying or refusing what the user gave anew."""
@@ -326,6 +459,7 @@ class ActiveSession:
                     self.model.load_state_dict(load_init(self.cfg.init, self.model))
                 ck = Path(self.cfg.init).resolve()
             else:
+                self.ranks.start("warmup", self.model, checkpoint=str(ck))
                 fit(self.model, train_config(self.cfg, self.cfg.iterations), self.source, checkpoint=ck,
                     methods=warmup_methods(self.cfg), desc="source-only warm-up")
             storage.add_checkpoint(self.db, self.run_id, "warmup", str(ck))
@@ -338,6 +472,7 @@ class ActiveSession:
             row = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
             return float(row.get("miou", float("nan")))
         t0 = time.time()
+        self.ranks.start("eval", self.model)
         res = evaluate(self.model, self.val, self.cfg.infer_window, device=self.device, desc=f"evaluate ({what})",
                        adjust=self.adjust)
         storage.add_metric(self.db, self.run_id, rnd, "miou", res["miou"])
@@ -370,23 +505,21 @@ class ActiveSession:
         out.mkdir(parents=True, exist_ok=True)
         stats = ClassEntropyStats(self.val.label_space.num_classes)
         picked: dict[int, list] = {}
+        self.ranks.start("score", self.model, rnd=rnd)
         self.model.eval()
-        for i in progress_bar(range(len(self.target)), desc=f"round {rnd}: score + select"):
-            s = self.target[i]
-            H, W = s["label"].shape
-            n = queries_per_round(self.budget, H, W, self.cfg.rounds, radius)[rnd - 1]
-            labeled = storage.label_mask(self.db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
-            if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
-                labeled |= storage.answered_mask(self.db, s["name"], H, W)
-            prob, res, picks = score_and_pick(self.model, s["image"], labeled, n, self.cfg.strategy, mode, radius,
-                                              window=self.cfg.infer_window, device=self.device, adjust=self.adjust,
-                                              rng=np.random.default_rng([train_seed(self.cfg), rnd, i]))
-            storage.add_queries(self.db, round_id, s["name"], mode, picks)
-            picked[i] = picks
-            stats.update(prob)
-            np.savez_compressed(out / f"{s['name']}.npz", pred=prob.argmax(0).astype(np.uint8),
-                                score=res["score"].astype(np.float16),
-                                entropy=cra_entropy(prob).astype(np.float16))
+        world, n_img = self.ranks.world, len(self.target)
+        for k in progress_bar(range(0, n_img, world), desc=f"round {rnd}: score + select"):
+            mine = score_one(self.model, self.target, self.db, self.cfg, self.budget, rnd, k, self.device,
+                             self.adjust)
+            # images k .. k+world-1, one per rank, written here in image order (as one process writes them)
+            for res in self.ranks.gather(mine):
+                if res is None:
+                    continue
+                i, picks, maps, st = res
+                storage.add_queries(self.db, round_id, self.target.names[i], mode, picks)
+                picked[i] = picks
+                stats.merge(st)
+                np.savez_compressed(out / f"{self.target.names[i]}.npz", **maps)
         (out / "cra_thresholds.json").write_text(json.dumps(np.nan_to_num(stats.class_thresholds(), nan=-1).tolist()))
         if self.cfg.overlap:   # a share of the real queries goes to two annotators
             ids = [q["id"] for q in storage.round_queries(self.db, round_id)]
@@ -463,6 +596,7 @@ class ActiveSession:
         step = f"round{rnd}.annotate"
         if self.done(step):
             return
+        self.ranks.start("annotate", step=step)   # the other ranks wait until this step is marked
         if self.cfg.oracle:
             index = {n: i for i, n in enumerate(self.target.names)}
             answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"])
@@ -479,17 +613,10 @@ class ActiveSession:
         ck = self.ckpt_dir / f"round{rnd}.pt"
         if self.done(step) and self._load(step):
             return
-        masks = {}
-        for i, name in enumerate(self.target.names):
-            img = storage.get_image(self.db, name)
-            masks[i] = storage.label_mask(self.db, name, img["height"], img["width"])
-        methods = build_methods(self.cfg.method)
-        tcfg = train_config(self.cfg, self.cfg.round_iterations)
-        fit(self.model, tcfg, self.source, target=self.target, target_labels=lambda i, s: masks[i],
-            methods=methods, checkpoint=ck, desc=f"round {rnd}: train")
-        if any(m.post_hoc for m in methods):   # post-hoc stages (e.g. 'fada>cra', 'cr'), then re-save
-            run_stages(methods, self.model, self.source, self.target, cfg=tcfg,
-                       target_labels=lambda i, s: masks[i], progress=True)
+        self.ranks.start("train", self.model, rnd=rnd, checkpoint=str(ck))
+        methods = retrain_model(self.model, self.cfg, self.source, self.target, round_masks(self.db, self.target),
+                                rnd, ck)
+        if any(m.post_hoc for m in methods):   # the stages changed the weights: re-save
             save_checkpoint(ck, {**load_checkpoint(ck), "model": self.model.state_dict()})
         self.adjust = compose_adjust(methods)   # e.g. label-shift IA at inference
         storage.add_checkpoint(self.db, self.run_id, step, str(ck))
@@ -588,16 +715,9 @@ def reopen(workdir: str, cache_dir: str | None = None) -> ActiveSession:
 
 def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
     """The whole run; ``given``: the options set on the command line (see ActiveSession)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:   # torchrun: every rank trains the warm-up together; rank 0 alone owns the store
-        if cfg.budget is not None:
-            raise ConfigError("under torchrun only the warm-up runs distributed: add --budget none, then run "
-                              "the rounds in one process with --init WORKDIR/checkpoints/warmup.pt")
-        if int(os.environ.get("RANK", 0)) != 0:
-            source, _, val = load_data(cfg)
-            fit(build_model(cfg, val.label_space.num_classes), train_config(cfg, cfg.iterations), source,
-                methods=warmup_methods(cfg), progress=False)
-            return None
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and int(os.environ.get("RANK", 0)) != 0:
+        follow(cfg)   # torchrun: rank 0 owns the store and the annotator; this rank computes with it
+        return None
     s = ActiveSession(cfg, given=given)
     if s.budget is not None and not cfg.oracle:   # people answer: the annotator is open from the first second
         s.server = AnnotatorServer(s.workdir, target_label_space(cfg), s.cache, host=cfg.host, port=cfg.port,
@@ -608,9 +728,11 @@ def run(cfg: RunConfig, given: set[str] | None = None) -> ActiveSession | None:
         if s.server is not None:
             s.server.status.phase("reading the data and building the model")
         s.setup()
+        s.ranks.start("setup", config=stored_config(s.cfg), run_id=s.run_id)
         s.warmup()
         if s.budget is not None:
             s.rounds()
+        s.ranks.start("end")
         storage.set_run_status(s.db, s.run_id, "done")
         storage.checkpoint_wal(s.db)     # project.db alone holds the finished run
         if s.server is not None:

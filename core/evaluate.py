@@ -91,16 +91,27 @@ def evaluate(model, dataset, window: tuple[int, int] | None = None, device="cpu"
     """mIoU of ``model`` on a labeled dataset, predicted on each full stored image (sliding ``window``
     when larger) and scored at the labels' resolution.
 
+    Under torchrun (an initialised process group of more than one rank) every rank evaluates the images
+    ``i % world == rank`` and the confusion matrices are summed (all-reduce), so each rank returns the
+    whole set's result, equal to one process's.
+
     Returns {"miou" (percent), "iou" (per class in [0, 1], NaN = absent), "confusion" (C, C) int64,
     "names"}."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     was_training = model.training
     model.eval().to(device)
     C = dataset.label_space.num_classes
     conf = np.zeros((C, C), np.int64)
-    for i in progress_bar(range(len(dataset)), desc=desc, disable=not progress):
+    for i in progress_bar(range(rank, len(dataset), world), desc=desc, disable=not progress or rank != 0):
         s = dataset[i]
         logits = predict_logits(model, s["image"], s["label"].shape, window=window, device=device, adjust=adjust)
         conf += confusion_matrix(logits.argmax(0).cpu().numpy(), s["label"], C)
+    if world > 1:
+        t = torch.from_numpy(conf)
+        dist.all_reduce(t)
+        conf = t.numpy()
     model.train(was_training)
     return {"miou": mean_iou(conf), "iou": iou_per_class(conf), "confusion": conf,
             "names": dataset.label_space.names}

@@ -13,7 +13,7 @@ numpy + sqlite-utils (+ cv2 for PNG); never imports torch.
 """
 from storage.db import (
     DB_NAME, MIGRATIONS, SCHEMA_VERSION, InvalidInput, LeaseError, StoreError, checkpoint_wal, immediate,
-    integrity_ok, open_store, schema_version,
+    integrity_ok, open_readonly, open_store, schema_version,
 )
 from storage.exporter import export, safe_stem
 from storage.labels import (
@@ -35,7 +35,7 @@ from storage.runs import (
 
 __all__ = [
     "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "InvalidInput", "LeaseError", "StoreError", "immediate",
-    "checkpoint_wal", "integrity_ok", "open_store", "schema_version",
+    "checkpoint_wal", "integrity_ok", "open_readonly", "open_store", "schema_version",
     "export", "safe_stem",
     "AnswerRefused", "agreement", "annotator_stats", "approved_answers", "effort_by_round", "answer_of", "answer_refusal", "answered_mask", "decode_patch",
     "encode_patch", "get_label", "image_labels",

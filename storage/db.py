@@ -324,6 +324,23 @@ def open_store(workdir: str | os.PathLike, create: bool = True) -> Database:
     return db
 
 
+def open_readonly(workdir: str | os.PathLike) -> Database:
+    """``workdir/project.db`` opened read-only (SQLite ``mode=ro``): every write through it raises
+    ``sqlite3.OperationalError`` ("attempt to write a readonly database"). For processes that only read
+    a run's labels while another process owns the store (torchrun ranks > 0). Raises StoreError when
+    the file does not exist or cannot be opened."""
+    path = Path(workdir) / DB_NAME
+    if not path.is_file():
+        raise StoreError(f"no project at {workdir}: {DB_NAME} does not exist")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as e:
+        raise StoreError(describe_error(path, e)) from None
+    return Database(conn)
+
+
 def describe_error(path: Path, e: sqlite3.Error) -> str:
     """One line for a SQLite error on ``path``: damaged (restore a backup), read-only, locked, disk full."""
     msg = str(e)

@@ -111,3 +111,14 @@ def test_weights_load_through_timm_and_normalisation_comes_from_the_pretrained_c
     assert seg.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     tf = Segmentor(5, backbone="tf_efficientnet_lite0", weights=None)   # a port trained with other statistics
     assert tf.mean.flatten().tolist() == [0.5, 0.5, 0.5] and tf.std.flatten().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_the_first_build_which_converts_the_weights_draws_the_same_head_as_later_builds(tmp_path):
+    # the conversion builds a timm model (random init): it must not move the caller's seeded RNG, or the
+    # first run of a fresh cache trains another model than every later run (seen: other queries)
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        states.append(Segmentor(19, cache_dir=str(tmp_path)).head.state_dict())
+    assert list((tmp_path / "weights").glob("*.pth"))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -100,8 +100,11 @@ def weight_file(backbone: str, path: str | Path | None = None, cache_dir: str | 
     if not out.is_file():   # only what a features_only backbone loads (no classifier head: no timm warning)
         import timm
 
-        keep = set(timm.create_model(backbone, features_only=True, pretrained=False).state_dict())
-        sd = {k: v for k, v in classifier_state_dict(backbone, path).items() if k in keep}
+        # building models to convert draws random initial weights: keep the caller's RNG untouched, so the
+        # first run (which converts) builds the same model as every later run (which finds the file)
+        with torch.random.fork_rng(devices=[]):
+            keep = set(timm.create_model(backbone, features_only=True, pretrained=False).state_dict())
+            sd = {k: v for k, v in classifier_state_dict(backbone, path).items() if k in keep}
         try:
             atomic_write(out, lambda f: torch.save(sd, f))
         except OSError as e:
