@@ -113,6 +113,8 @@ class RunConfig:
     init: str | None = opt(None, "start from this checkpoint (e.g. another run's checkpoints/warmup.pt) instead of "
                            "training the source-only warm-up", "run", metavar="CKPT")
     batch_size: int = opt(2, "images per domain per step", "run", metavar="N")
+    workers: int = opt(0, "DataLoader worker processes per domain that build batches ahead of training (GPU runs: "
+                          "4-8; results do not depend on it)", "run", metavar="N")
     lr: float = opt(2.5e-3, "backbone learning rate, head x10, SGD with poly schedule (--recipe paper: 2.5e-4)",
                     "run", metavar="X")
     warmup: int = opt(50, "linear lr warm-up iterations (the 10x-the-papers' lr diverges without)", "run",
@@ -223,6 +225,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--iterations must be 0 or more (got {cfg.iterations})")
     if cfg.round_iterations < 0:
         raise ConfigError(f"--round-iterations must be 0 or more (got {cfg.round_iterations})")
+    if cfg.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more (got {cfg.workers})")
     if cfg.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {cfg.batch_size})")
     if not cfg.lr > 0:

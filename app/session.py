@@ -118,7 +118,7 @@ def train_config(cfg: RunConfig, iterations: int, lr: float | None = None) -> Tr
     return TrainConfig(iterations=iterations, batch_size=cfg.batch_size, lr=lr or cfg.lr, warmup=cfg.warmup,
                        grad_clip=cfg.grad_clip, crop_size=cfg.crop, scale=tuple(cfg.scale),
                        infer_window=cfg.infer_window, seed=train_seed(cfg), device=cfg.device,
-                       checkpoint_every=cfg.checkpoint_every)
+                       checkpoint_every=cfg.checkpoint_every, workers=cfg.workers)
 
 
 def train_seed(cfg: RunConfig) -> int:
@@ -157,8 +157,8 @@ def region_radius(cfg: RunConfig, mode: str) -> int:
 # how often it checkpoints (none changes results); they are taken from this invocation, never from the
 # stored run (serving options, and the password, are not stored). --rounds may grow (the run is extended);
 # any other option that differs is refused by name.
-RESUME_APPLIES = ("workdir", "cache_dir", "device", "resume", "skip_bad", "checkpoint_every", "host", "port", "auth",
-                  "users_file")
+RESUME_APPLIES = ("workdir", "cache_dir", "device", "resume", "skip_bad", "checkpoint_every", "workers", "host", "port",
+                  "auth", "users_file")
 NOT_STORED = ("auth", "users_file", "host", "port")   # per invocation; the password never goes to project.db
 
 

@@ -10,6 +10,13 @@ RA: r = 1, picks = the per-round count of 2.2 % over 5 rounds. PA: r = 32, picks
 per-round count (40 px defined at 1280x640, i.e. 21 per round at 1024x2048).
 Reported time = best of ``--repeat`` runs (the machine may be shared: the table also gives the
 process CPU time, summed over threads, and the load average).
+
+``--pool N`` adds the loop's whole scoring step on a pool of N random images (the default model's
+forward + RIPU + greedy selection per image, ``app.session.score_and_pick``), sharded by image over
+1 and 2 ranks (``--ranks``; gloo processes on the CPU, one per GPU with ``--device cuda``) exactly as
+the torchrun loop shards it: images per second and the ratio to one rank, in one run. Each CPU rank
+gets ``cores / ranks`` threads, so the ratio says what sharding buys on the same machine. On a GPU
+the same code runs with channels_last and autocast, and the table gives the peak GPU memory.
 """
 from __future__ import annotations
 
@@ -60,12 +67,98 @@ def best_of(fn, repeat):
     return best * 1000.0, best_cpu * 1000.0, out
 
 
+def _pool_rank(rank: int, world: int, args, port: int, out) -> None:
+    """One rank of the pool bench: score images ``i % world == rank``; rank 0 puts (seconds, peak MB)."""
+    import torch
+    import torch.distributed as dist
+
+    from app.session import score_and_pick
+    from core.models import Segmentor
+
+    threads = max(1, (os.cpu_count() or 1) // world)
+    torch.set_num_threads(threads)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo", rank=rank, world_size=world)
+    device = torch.device("cuda", rank) if args.device == "cuda" else torch.device("cpu")
+    torch.manual_seed(0)
+    model = Segmentor(C, weights=None).to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    H, W = args.pool_size
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(args.pool)]
+    n = queries_per_round("2.2%", H, W, 5, 1)[0]
+    labeled = np.zeros((H, W), bool)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with torch.no_grad(), amp:
+        score_and_pick(model, images[0], labeled, n, "ripu", "region", 1, device=device)   # warm-up
+        if world > 1:
+            dist.barrier()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        t = time.perf_counter()
+        for i in range(rank, args.pool, world):
+            score_and_pick(model, images[i], labeled, n, "ripu", "region", 1, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if world > 1:
+            dist.barrier()
+        seconds = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    if rank == 0:
+        out.put((seconds, peak))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def pool_bench(args) -> None:
+    import torch.multiprocessing as mp
+
+    print()
+    print(f"### scoring a pool of {args.pool} images of {args.pool_size[0]}x{args.pool_size[1]} "
+          f"({args.device}; default model, random weights, RIPU 2.2 % r=1), sharded by image")
+    print()
+    print("| ranks | threads per rank | seconds | images/s | x 1 rank | peak GPU MB per rank |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    ctx = mp.get_context("spawn")
+    base = None
+    for world in args.ranks:
+        q = ctx.SimpleQueue()
+        port = 29500 + (os.getpid() % 1000) + world
+        procs = [ctx.Process(target=_pool_rank, args=(r, world, args, port, q)) for r in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise SystemExit(f"the {world}-rank pool run failed")
+        seconds, peak = q.get()
+        ips = args.pool / seconds
+        base = base or ips
+        mb = "" if peak != peak else f"{peak:.0f}"
+        print(f"| {world} | {max(1, (os.cpu_count() or 1) // world)} | {seconds:.1f} | {ips:.2f} | "
+              f"{ips / base:.2f} | {mb} |", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sizes", default="512x1024,1024x2048")
     ap.add_argument("--kinds", default="iid,smooth")
+    ap.add_argument("--pool", type=int, default=0, help="also time scoring a pool of N images with --ranks ranks")
+    ap.add_argument("--pool-size", default="256x512", help="HxW of the pool's images")
+    ap.add_argument("--ranks", default="1,2", help="rank counts for --pool")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--skip-maps", action="store_true", help="only the --pool table")
     args = ap.parse_args(argv)
+    args.pool_size = tuple(int(v) for v in args.pool_size.split("x"))
+    args.ranks = [int(v) for v in args.ranks.split(",")]
+    if args.skip_maps:
+        pool_bench(args)
+        return
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
 
@@ -97,6 +190,8 @@ def main(argv=None) -> None:
                 print(f"| {H}x{W} | {kind} | {name} | {r} | {len(picks)} | {t_score:.0f} | {t_sel:.0f} | "
                       f"{t_score + t_sel:.0f} | {c_score + c_sel:.0f} | {tgt} |", flush=True)
             del prob
+    if args.pool:
+        pool_bench(args)
 
 
 if __name__ == "__main__":

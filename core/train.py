@@ -49,6 +49,7 @@ class TrainConfig:
     amp: bool = True                 # autocast on CUDA only (bf16 on CPU is far slower here)
     checkpoint_every: int = 200
     grad_clip: float | None = None   # clip the gradient norm (None: off, as in the papers)
+    workers: int = 0                 # DataLoader worker processes per domain (0: batches built in the loop)
 
 
 @dataclass
@@ -102,23 +103,51 @@ def iteration_seed(seed: int, rank: int, it: int) -> int:
     return int(np.random.SeedSequence([seed, rank, it]).generate_state(1)[0])
 
 
-def batches(view: TrainView, batch_size: int, seed: int, start: int = 0):
-    """Endless batches from batch number ``start`` on: batch k holds positions k*B .. k*B+B-1 of the
-    sequence of epochs, epoch e being ``default_rng([seed, e]).permutation(len(view))``. Batch k is a
-    function of (seed, k) only, so a resumed run reads the same samples as an uninterrupted one."""
-    n = len(view)
-    perms: dict[int, np.ndarray] = {}
-    k = start
-    while True:
+class BatchStream(torch.utils.data.Dataset):
+    """Batch number k -> the collated batch k (a map-style dataset over batch numbers, so a DataLoader's
+    workers build batches ahead). Batch k holds positions k*B .. k*B+B-1 of the sequence of epochs,
+    epoch e being ``default_rng([seed, e]).permutation(len(view))``, and item j of it is augmented with
+    ``default_rng([seed, k, j])``: a function of (seed, k) only, in whatever process it is built, so a
+    resumed run, and a run with any number of workers, reads the same samples."""
+
+    def __init__(self, view: TrainView, batch_size: int, seed: int):
+        self.view, self.batch_size, self.seed = view, batch_size, seed
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self):
+        return 2**62
+
+    def _epoch(self, e: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != e:
+            self._perm = (e, np.random.default_rng([self.seed, e]).permutation(len(self.view)))
+        return self._perm[1]
+
+    def __getitem__(self, k: int) -> dict:
+        n = len(self.view)
         items = []
-        for p in range(k * batch_size, (k + 1) * batch_size):
-            e = p // n
-            if e not in perms:
-                perms = {e: np.random.default_rng([seed, e]).permutation(n)}
-            items.append(view[int(perms[e][p % n])])
-        k += 1
-        yield {key: (torch.stack([x[key] for x in items]) if torch.is_tensor(items[0][key])
-                     else [x[key] for x in items]) for key in items[0]}
+        for j, p in enumerate(range(k * self.batch_size, (k + 1) * self.batch_size)):
+            items.append(self.view.sample(int(self._epoch(p // n)[p % n]), np.random.default_rng([self.seed, k, j])))
+        return {key: (torch.stack([x[key] for x in items]) if torch.is_tensor(items[0][key])
+                      else [x[key] for x in items]) for key in items[0]}
+
+
+def _worker_init(_):
+    import cv2
+
+    cv2.setNumThreads(1)        # one OpenCV and one torch thread per loader worker
+    torch.set_num_threads(1)
+
+
+def batches(view: TrainView, batch_size: int, seed: int, start: int = 0, workers: int = 0, pin: bool = False):
+    """Endless batches from batch number ``start`` on (``BatchStream``), built by ``workers`` DataLoader
+    worker processes ahead of training (0: in this process), in pinned memory with ``pin`` (CUDA)."""
+    import itertools
+
+    loader = torch.utils.data.DataLoader(BatchStream(view, batch_size, seed), batch_size=None,
+                                         sampler=itertools.count(start), num_workers=workers, pin_memory=pin,
+                                         worker_init_fn=_worker_init if workers else None,
+                                         prefetch_factor=2 if workers else None)
+    return iter(loader)
 
 
 def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float, warmup: int = 0) -> None:
@@ -207,14 +236,15 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    pin = device.type == "cuda"
     src = batches(TrainView(source, cfg.crop_size, cfg.flip, scale=cfg.scale), cfg.batch_size,
-                  cfg.seed * 7919 + rank, start)
+                  cfg.seed * 7919 + rank, start, cfg.workers, pin)
     tgt = None
     if target is not None:
         if target_labels is None:   # pure UDA: no active labels (never the target's ground truth)
             target_labels = _no_labels
         tgt = batches(TrainView(target, cfg.crop_size, cfg.flip, labels=target_labels, scale=cfg.scale),
-                      cfg.batch_size, cfg.seed * 104729 + rank, start)
+                      cfg.batch_size, cfg.seed * 104729 + rank, start, cfg.workers, pin)
     ce = nn.CrossEntropyLoss(ignore_index=255)
     # the student's target forward is skipped on batches without active labels when nothing reads it
     # (source_only, DACS: pseudo-labels come from the teacher, created in setup)

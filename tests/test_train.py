@@ -178,3 +178,23 @@ def test_fit_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weigh
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
     moved = run(tmp_path / "other.pt", stop_at=1)          # and the check can fail: 1 of 6 iterations differs
     assert not all(torch.equal(a[k], v) for k, v in moved.state_dict().items())
+
+
+def test_loader_workers_and_a_resumed_start_build_the_same_batches():
+    from core.data.transforms import TrainView
+    from core.train import batches
+
+    view = TrainView(ToyDataset(n=5, size=(32, 64)), (24, 48), flip=True, scale=(0.75, 1.5))
+    inline = batches(view, 2, seed=7)
+    ref = [next(inline) for _ in range(6)]
+    pooled = batches(view, 2, seed=7, workers=2)
+    got = [next(pooled) for _ in range(6)]
+    resumed = batches(view, 2, seed=7, start=3)
+    later = [next(resumed) for _ in range(3)]
+    for a, b in zip(ref, got):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) and a["index"] == b["index"]
+        assert torch.equal(a["box"], b["box"])
+    for a, b in zip(ref[3:], later):
+        assert torch.equal(a["image"], b["image"]) and a["index"] == b["index"]
+    # augmentation differs between batches (the per-sample seeds are not all equal)
+    assert not all(torch.equal(ref[0]["box"], r["box"]) for r in ref[1:])

@@ -48,8 +48,9 @@ class TrainView:
     place; ``crop=None`` keeps the whole scaled image. The label (any size: full-resolution labels of
     a smaller stored image are fine) gets the same geometric transform, with nearest resizing that
     keeps every labeled pixel (``resize_sparse_label``), so active labels survive crops and scales.
-    Depth (source only) follows with nearest resizing. Random draws come from numpy's global RNG
-    (seeded by core.train.seed_everything).
+    Depth (source only) follows with nearest resizing. Random draws come from ``sample``'s ``rng`` (a
+    numpy Generator; core.train seeds one per sample from (seed, rank, batch, position), so a batch is
+    the same in a DataLoader worker as in the main process); ``view[i]`` draws from a fresh unseeded one.
 
     Returns {"image": uint8 (3,h,w), "label": int64 (h,w), "index", "box": float32 (5,) = (top, left,
     height, width) of the crop as fractions of the whole (scaled, unpadded) image, then 1.0 if it was
@@ -69,11 +70,14 @@ class TrainView:
         return len(self.dataset)
 
     def __getitem__(self, i):
+        return self.sample(i, np.random.default_rng())
+
+    def sample(self, i: int, rng: np.random.Generator) -> dict:
         s = self.dataset[i]
         lab = s["label"] if self.labels is None else self.labels(i, s)
         img, depth = s["image"], s.get("depth")
         H, W = img.shape[:2]
-        f = np.random.uniform(*self.scale) if self.scale[0] != self.scale[1] else self.scale[0]
+        f = rng.uniform(*self.scale) if self.scale[0] != self.scale[1] else self.scale[0]
         sh, sw = max(1, round(H * f)), max(1, round(W * f))
         img = resize_image(img, (sh, sw))
         lab = resize_sparse_label(np.asarray(lab, np.uint8), (sh, sw))
@@ -89,12 +93,12 @@ class TrainView:
                 lab = np.pad(lab, ((0, ph), (0, pw)), constant_values=255)
                 if depth is not None:
                     depth = np.pad(depth, ((0, ph), (0, pw)), mode="edge")
-            y = np.random.randint(0, img.shape[0] - ch + 1)
-            x = np.random.randint(0, img.shape[1] - cw + 1)
+            y = int(rng.integers(0, img.shape[0] - ch + 1))
+            x = int(rng.integers(0, img.shape[1] - cw + 1))
             img, lab = img[y:y + ch, x:x + cw], lab[y:y + ch, x:x + cw]
             if depth is not None:
                 depth = depth[y:y + ch, x:x + cw]
-        flipped = bool(self.flip and np.random.random() < 0.5)
+        flipped = bool(self.flip and rng.random() < 0.5)
         if flipped:
             img, lab = img[:, ::-1], lab[:, ::-1]
             depth = None if depth is None else depth[:, ::-1]
