@@ -304,3 +304,34 @@ def test_resume_of_a_run_made_by_the_old_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "older version" in err
     assert storage.last_run(storage.open_store(w))["status"] == "running"
+
+
+def test_gpu_page_commands_are_valid(tmp_path):
+    """Every launch.py command of docs/GPU.md (plain or under torchrun) parses and validates with the
+    CLI's own parser: a renamed or removed option fails here."""
+    import re
+    import shlex
+
+    from app.cli import build_parser, config_from_args
+    from app.config import validate
+
+    text = (ROOT / "docs" / "GPU.md").read_text()
+    blocks = re.findall(r"(?:^    .*\n?)+", text, flags=re.M)
+    commands = [" ".join(line.strip().rstrip("\\") for line in b.splitlines()) for b in blocks]
+    commands = [c for c in commands if "launch.py" in c]
+    assert len(commands) >= 4, commands
+    weights = tmp_path / "resnet101.pth"
+    weights.write_bytes(b"")
+    for cmd in commands:
+        words = shlex.split(cmd)
+        args = words[words.index("launch.py") + 1:]
+        if words[0] == "torchrun":   # torchrun's own options, by torchrun's parser
+            from torch.distributed.run import get_args_parser
+
+            ns = get_args_parser().parse_args(words[1:])
+            assert ns.training_script == "launch.py" and ns.nproc_per_node, cmd
+        args = [str(weights) if a.endswith(".pth") else a for a in args]
+        args = [str(tmp_path / "w") if a.startswith(("runs/", "/shared/")) else a for a in args]
+        cfg = validate(config_from_args(build_parser().parse_args(args)))
+        assert cfg.recipe == "paper" and cfg.head == "deeplabv2" and cfg.output_stride == 8, cmd
+        assert cfg.budget in ("2.2%", "40px") and cfg.rounds == 5 and cfg.oracle, cmd
