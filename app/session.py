@@ -640,7 +640,8 @@ class ActiveSession:
             round_id = storage.add_round(self.db, self.run_id, rnd, budget=str(self.budget), strategy=self.cfg.strategy)
             if self.done(f"round{rnd}.train"):
                 miou = self.evaluate(rnd, f"round {rnd}")
-                rows.append((rnd, self.labeled_pct(), miou, None))
+                stored = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
+                rows.append((rnd, stored.get("labeled_pct", self.labeled_pct()), miou, None))
                 continue
             self.score_and_select(rnd, round_id)
             self.annotate(rnd, round_id)
@@ -649,6 +650,9 @@ class ActiveSession:
             storage.set_round_status(self.db, round_id, "done")
             rows.append((rnd, self.labeled_pct(), miou, time.time() - t0))
             print(round_table(rows, self.budget, self.cfg))
+        if rows and all(r[3] is None for r in rows):   # --resume of a finished run: say so, show its rounds
+            print(round_table(rows, self.budget, self.cfg) + f"\n\nrun {self.run_id} had done all its rounds already "
+                  f"(more rounds: --resume --rounds {self.cfg.rounds + 1})")
         self.metrics = rows
 
 

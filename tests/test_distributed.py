@@ -60,6 +60,11 @@ def test_two_ranks_select_the_same_queries_in_the_same_order_as_one_process(tmp_
     # the annotator cache (written by rank 0 only) holds every image of both rounds
     for w in ("one", "two"):
         assert len(list((tmp_path / w / "cache" / "round2").glob("*.npz"))) == 6
+    # resuming the finished 2-rank run with one process says it is done and shows each round's own share
+    again = _run([*args, "--workdir", str(tmp_path / "two"), "--resume"], cache, 1)
+    assert again.returncode == 0 and "had done all its rounds already" in again.stdout, again.stdout[-2000:]
+    shares = [line.split("|")[2].strip() for line in again.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(shares) == 2 and shares[0] != shares[1], shares
 
 
 def _rank_pid(workdir: Path, rank: str):
