@@ -275,8 +275,8 @@ def follow(cfg: RunConfig) -> None:
                 if hasattr(cfg, k):
                     setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
             source, target, val = load_data(cfg)
-            model = build_model(cfg, val.label_space.num_classes)
             device, budget, adjust = resolve_device(cfg.device), run_budget(cfg), None
+            model = build_model(cfg, val.label_space.num_classes).to(device)
             db, run_id = storage.open_readonly(cfg.workdir), kw["run_id"]
         elif cmd == "warmup":
             fit(model, train_config(cfg, cfg.iterations), source, checkpoint=kw["checkpoint"],
@@ -376,7 +376,7 @@ class ActiveSession:
         ``--init``; then record a new run and its target images."""
         self.source, self.target, self.val = load_data(self.cfg)
         self.names = self.val.label_space.names
-        self.model = build_model(self.cfg, self.val.label_space.num_classes)
+        self.model = build_model(self.cfg, self.val.label_space.num_classes).to(self.device)
         if self.run_id is not None and self.done("data"):
             sizes = storage.image_sizes(self.db)
         else:   # label pixels: what budgets count (decodes every target label once, checking it)

@@ -62,6 +62,7 @@ class Context:
     services: dict = field(default_factory=dict)   # shared services (EMA teacher, class stats)
     source: object = None                           # the datasets (class statistics, prior estimates)
     target: object = None
+    grad_scale: float = 1.0                         # the loss scale of this iteration's backward (fp16 GradScaler)
 
     @staticmethod
     def upsample(logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -83,8 +84,11 @@ def init_distributed() -> tuple[int, int]:
     """Join the torchrun process group if launched by torchrun; returns (rank, world_size)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        if torch.cuda.is_available():   # one GPU per rank; CPU tensors (step messages, counts) over gloo
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group("cpu:gloo,cuda:nccl")
+        else:
+            dist.init_process_group("gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -106,12 +110,14 @@ def iteration_seed(seed: int, rank: int, it: int) -> int:
 class BatchStream(torch.utils.data.Dataset):
     """Batch number k -> the collated batch k (a map-style dataset over batch numbers, so a DataLoader's
     workers build batches ahead). Batch k holds positions k*B .. k*B+B-1 of the sequence of epochs,
-    epoch e being ``default_rng([seed, e]).permutation(len(view))``, and item j of it is augmented with
-    ``default_rng([seed, k, j])``: a function of (seed, k) only, in whatever process it is built, so a
-    resumed run, and a run with any number of workers, reads the same samples."""
+    epoch e being ``default_rng([*seed, e]).permutation(len(view))``, and item j of it is augmented with
+    ``default_rng([*seed, 2**31 - 1, k, j])``: a function of (seed, k) only, in whatever process it is built, so
+    a resumed run, and a run with any number of workers, reads the same samples. ``seed``: an int or a
+    tuple of ints (fit: (run seed, rank, domain), so source and target draw independently)."""
 
-    def __init__(self, view: TrainView, batch_size: int, seed: int):
-        self.view, self.batch_size, self.seed = view, batch_size, seed
+    def __init__(self, view: TrainView, batch_size: int, seed):
+        self.view, self.batch_size = view, batch_size
+        self.seed = list(seed) if isinstance(seed, (tuple, list)) else [int(seed)]
         self._perm: tuple[int, np.ndarray] | None = None
 
     def __len__(self):
@@ -119,14 +125,15 @@ class BatchStream(torch.utils.data.Dataset):
 
     def _epoch(self, e: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != e:
-            self._perm = (e, np.random.default_rng([self.seed, e]).permutation(len(self.view)))
+            self._perm = (e, np.random.default_rng([*self.seed, e]).permutation(len(self.view)))
         return self._perm[1]
 
     def __getitem__(self, k: int) -> dict:
         n = len(self.view)
         items = []
         for j, p in enumerate(range(k * self.batch_size, (k + 1) * self.batch_size)):
-            items.append(self.view.sample(int(self._epoch(p // n)[p % n]), np.random.default_rng([self.seed, k, j])))
+            rng = np.random.default_rng([*self.seed, 2**31 - 1, k, j])   # apart from the epochs' streams
+            items.append(self.view.sample(int(self._epoch(p // n)[p % n]), rng))
         return {key: (torch.stack([x[key] for x in items]) if torch.is_tensor(items[0][key])
                       else [x[key] for x in items]) for key in items[0]}
 
@@ -138,7 +145,7 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def batches(view: TrainView, batch_size: int, seed: int, start: int = 0, workers: int = 0, pin: bool = False):
+def batches(view: TrainView, batch_size: int, seed, start: int = 0, workers: int = 0, pin: bool = False):
     """Endless batches from batch number ``start`` on (``BatchStream``), built by ``workers`` DataLoader
     worker processes ahead of training (0: in this process), in pinned memory with ``pin`` (CUDA)."""
     import itertools
@@ -230,21 +237,24 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
         start = int(state["iteration"])
     net = model
     if world > 1:
+        # buffers (BN statistics) are not synchronised before each forward: ranks may make different numbers
+        # of forwards per iteration (a target forward only where a rank's crop has active labels, CPSL's
+        # CutMix coin), which a per-forward broadcast would deadlock; rank 0's are broadcast at the end
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     pin = device.type == "cuda"
     src = batches(TrainView(source, cfg.crop_size, cfg.flip, scale=cfg.scale), cfg.batch_size,
-                  cfg.seed * 7919 + rank, start, cfg.workers, pin)
+                  (cfg.seed, rank, 0), start, cfg.workers, pin)
     tgt = None
     if target is not None:
         if target_labels is None:   # pure UDA: no active labels (never the target's ground truth)
             target_labels = _no_labels
         tgt = batches(TrainView(target, cfg.crop_size, cfg.flip, labels=target_labels, scale=cfg.scale),
-                      cfg.batch_size, cfg.seed * 104729 + rank, start, cfg.workers, pin)
+                      cfg.batch_size, (cfg.seed, rank, 1), start, cfg.workers, pin)
     ce = nn.CrossEntropyLoss(ignore_index=255)
     # the student's target forward is skipped on batches without active labels when nothing reads it
     # (source_only, DACS: pseudo-labels come from the teacher, created in setup)
@@ -301,6 +311,7 @@ def fit(model: nn.Module, cfg: TrainConfig, source, target=None, target_labels=N
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(opt)
+        ctx.grad_scale = scaler.get_scale() if scaler.is_enabled() else 1.0   # for methods' own parameters
         scaler.update()
         for m in methods:
             for k, v in m.adversary_step(ctx, bs, bt, out_s, out_t).items():

@@ -67,6 +67,18 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert any(not torch.equal(w0[k], init[k]) for k in w0 if w0[k].is_floating_point())
 
 
+@pytest.mark.parametrize("spec", ["dacs", "cpsl"])
+def test_ddp_ranks_with_different_forward_counts_do_not_deadlock(tmp_path, spec):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), "uneven", spec]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
 def test_poly_lr_with_linear_warmup():
     from core.train import poly_lr
 

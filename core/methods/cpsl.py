@@ -109,8 +109,8 @@ class CPSL(Method):
         self.prior = ((counts + 1) / (counts + 1).sum()).to(ctx.device)
         init = torch.where(seen[:, None] > 0, sums / seen.clamp(min=1)[:, None], torch.randn(C, model.feat_channels))
         self.mu = nn.Parameter(init.to(ctx.device))
-        self.mu_ema = init.clone().to(ctx.device)
-        self.aux = AuxParams(ctx, [self.mu], lr_mult=5.0)   # the reference: prototypes at 5x
+        self.aux = AuxParams(ctx, [self.mu], lr_mult=5.0)   # the reference: prototypes at 5x (rank 0's under torchrun)
+        self.mu_ema = self.mu.detach().clone()
         self.queue = torch.zeros(0, model.feat_channels, device=ctx.device)
 
     # ------------------------------------------------------------------ hooks

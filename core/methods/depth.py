@@ -293,9 +293,9 @@ class _SpatialPriorST(_Distill):
         self.min_sizes = min_sizes
 
     def refine_pseudo_labels(self, ctx, batch_t, pl):
-        if self.min_sizes is None:
+        if self.min_sizes is None:   # scaled by the stored target label's area, not the crop's
             f = class_stats(ctx).pixel_freq
-            self.min_sizes = component_sizes(f, int(np.prod(pl.label.shape[-2:])))
+            self.min_sizes = component_sizes(f, int(np.prod(np.shape(ctx.target[0]["label"])[:2])))
         keep = pl.confidence >= self.threshold
         lab = torch.where(keep, pl.label, torch.full_like(pl.label, IGNORE)).cpu().numpy()
         lab = np.stack([drop_small_components(x, self.min_sizes) for x in lab])

@@ -303,9 +303,12 @@ def class_means(feat: torch.Tensor, label: torch.Tensor, num_classes: int) -> tu
 class AuxParams:
     """Parameters a method adds to the segmentor's training (prototypes, projectors, depth heads): they
     get gradients from the loop's ``loss.backward()`` and are stepped after the segmentor's step
-    (``step(ctx)`` in ``after_step``) by their own SGD with the segmentor's poly schedule at
-    ``lr_mult`` x the base lr (the papers' head multiplier, 10). Gradients are averaged across torchrun
-    ranks. ``state_dict`` carries the optimizer for resume."""
+    (``step(ctx)`` in ``after_step``) by their own SGD at ``lr_mult`` x the base lr (the papers' head
+    multiplier, 10) with the segmentor's schedule (linear warm-up, poly decay) and gradient clip.
+    Under torchrun they start equal on every rank (rank 0's values) and their gradients are averaged
+    (a missing gradient counts as zero, so every rank makes the same collective calls). Gradients are
+    unscaled by the loop's fp16 loss scale and a step with non-finite gradients is skipped, as the
+    GradScaler does for the segmentor. ``state_dict`` carries the optimizer for resume."""
 
     def __init__(self, ctx, modules: list, lr_mult: float = 10.0):
         self.params = [p for m in modules for p in (m.parameters() if isinstance(m, nn.Module) else [m])]
@@ -313,21 +316,35 @@ class AuxParams:
         self.base_lr = cfg.lr * lr_mult
         self.opt = torch.optim.SGD(self.params, lr=self.base_lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
+        if dist_world() > 1:
+            import torch.distributed as dist
+
+            for p in self.params:
+                dist.broadcast(p.data, 0)
 
     def step(self, ctx) -> None:
         cfg = ctx.cfg
         f = (1 - ctx.iteration / max(cfg.iterations, 1)) ** cfg.poly_power
+        if ctx.iteration < cfg.warmup:
+            f *= (ctx.iteration + 1) / cfg.warmup
         for g in self.opt.param_groups:
             g["lr"] = self.base_lr * f
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            if ctx.grad_scale != 1.0:
+                p.grad.div_(ctx.grad_scale)
         w = dist_world()
         if w > 1:
             import torch.distributed as dist
 
             for p in self.params:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad.div_(w)
-        self.opt.step()
+                dist.all_reduce(p.grad)
+                p.grad.div_(w)
+        if all(bool(torch.isfinite(p.grad).all()) for p in self.params):
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:

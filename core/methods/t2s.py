@@ -58,9 +58,11 @@ def fda(src: torch.Tensor, tgt: torch.Tensor, beta: float = 0.01) -> torch.Tenso
 
 
 def fda_images(src: torch.Tensor, tgt: torch.Tensor, beta: float = 0.01) -> torch.Tensor:
-    """``fda`` on uint8 or [0,1] float images, [0,1] float out."""
+    """``fda`` on uint8 or [0,1] float images; the source's dtype and range out (uint8 rounded), so the
+    batch mixes with target images as before (DACS ClassMix, CPSL CutMix)."""
     to01 = (lambda x: x.float() / 255 if x.dtype == torch.uint8 else x.float())  # noqa: E731
-    return fda(to01(src), to01(tgt), beta).clamp(0, 1)
+    out = fda(to01(src), to01(tgt), beta).clamp(0, 1)
+    return (out * 255).round().to(torch.uint8) if src.dtype == torch.uint8 else out
 
 
 def info_nce(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, tau: float) -> torch.Tensor:
@@ -101,8 +103,8 @@ class T2S(Method):
         C = ctx.model.num_classes
         self.teacher = ema_teacher(ctx, self.alpha)
         self.proj = Projector(ctx.model.feat_channels, self.proj_dim).to(ctx.device)
+        self.aux = AuxParams(ctx, [self.proj])      # (rank 0's weights under torchrun)
         self.proj_t = copy.deepcopy(self.proj).requires_grad_(False)
-        self.aux = AuxParams(ctx, [self.proj])
         self.conf = torch.full((C,), 0.5, device=ctx.device)   # EMA of the teacher's per-class confidence
         self.original = None
 
@@ -151,9 +153,9 @@ class T2S(Method):
                 self.conf[c] = m * self.conf[c] + (1 - m) * conf_t[cls_t == c].mean()
         classes = [c for c in y_all.unique().tolist() if c != IGNORE and c < C]
         if not classes:
-            return {"t2s": q_all.sum() * 0}
+            return {"t2s": q_all.sum() * 0}   # in the graph: the projector's gradient exists on every rank
         w = self.class_weights(torch.tensor(classes, device=q_all.device))
-        loss = q_all.new_zeros(())
+        loss = q_all.sum() * 0   # in the graph even when every class is skipped
         n_t = self.negatives // 2
         for wc, c in zip(w, classes):
             idx = (y_all == c).nonzero()[:, 0]
