@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.toy import step_marked
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--synth-size", "64x128", "--synth-counts", "6,6,4", "--crop", "64x128", "--output-stride", "16",
         "--iterations", "3", "--round-iterations", "2", "--device", "cpu"]
@@ -192,15 +194,8 @@ def test_kill_during_round_two_then_resume_matches_uninterrupted(tmp_path, cache
     try:
         while time.time() < deadline:   # kill once round 2's queries exist but before it has finished
             time.sleep(0.05)
-            if (w / "project.db").exists():
-                try:
-                    con = sqlite3.connect(w / "project.db", timeout=1)
-                    row = con.execute("SELECT count(*) FROM steps WHERE name = 'round2.score'").fetchone()
-                    con.close()
-                except sqlite3.Error:
-                    continue
-                if row[0]:
-                    break
+            if step_marked(w, "round2.score"):
+                break
         assert p.poll() is None, "the run ended before it could be killed"
         p.send_signal(signal.SIGKILL)
     finally:

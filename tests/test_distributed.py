@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import storage
+from tests.toy import step_marked
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--synth-size", "64x128", "--synth-counts", "6,6,4", "--crop", "64x128", "--output-stride", "16",
@@ -126,13 +127,7 @@ def test_torchrun_loop_killed_in_round_two_resumes_with_one_rank_and_rank1_only_
             pid = _rank_pid(w, "1") if checked is None else None
             if pid is not None and _db_fds(pid, w / "project.db"):   # rank 1 has the store open: check how
                 checked = _db_write_fds(pid, w / "project.db")
-            try:
-                con = sqlite3.connect(w / "project.db", timeout=1)
-                row = con.execute("SELECT count(*) FROM steps WHERE name = 'round2.score'").fetchone()
-                con.close()
-            except sqlite3.Error:
-                continue
-            if row[0]:
+            if step_marked(w, "round2.score"):
                 break
         assert p.poll() is None, p.stderr.read()[-3000:]
         for pid in [p.pid, *_pids(w)]:   # torchrun's agent and its workers (their own process groups)

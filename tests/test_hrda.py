@@ -16,26 +16,20 @@ from core.methods import build_methods
 from core.methods.base import wrap_model
 from core.methods.hrda import HRDA, detail_target
 from core.methods.services import EMATeacher
-from core.models import Segmentor, upsample
+from core.models import upsample
 from core.models.hrda import HRDASegmentor, attention_by_class
 from core.train import TrainConfig, fit, load_checkpoint, save_checkpoint
 from tests.test_cli import ROOT, TINY
-from tests.toy import ToyDataset
+from tests.toy import ToyDataset, tiny_segmentor
 
 C = 19
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(seed=0):
-    torch.manual_seed(seed)
-    return Segmentor(C, output_stride=16, weights=None)
+    return tiny_segmentor(seed, C)
 
 
 def hrda(seed=0):

@@ -17,25 +17,18 @@ from core.methods.fada import FADA
 from core.methods.labelshift import ClassifierRectification, InferenceAdjustment
 from core.methods.services import (EMATeacher, class_stats, ema_teacher, estimate_target_prior, make_pseudo_labels,
                                    pseudo_from_logits)
-from core.models import Segmentor
 from core.train import Context, TrainConfig, fit, load_checkpoint, run_stages
-from tests.toy import ToyDataset
+from tests.toy import ToyDataset, tiny_segmentor
 
 SIZE = (32, 64)
 C = 19
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(seed=0):
-    torch.manual_seed(seed)
-    return Segmentor(C, output_stride=16, weights=None)
+    return tiny_segmentor(seed, C)
 
 
 def data():

@@ -14,25 +14,18 @@ from core.methods.depth import (berhu, component_sizes, drop_small_components, f
 from core.methods.distill import kl_teacher_student, symmetric_ce
 from core.methods.services import class_means, make_pseudo_labels
 from core.methods.t2s import T2S, fda, info_nce
-from core.models import Segmentor
 from core.train import Context, TrainConfig, fit, run_stages
-from tests.toy import ToyDataset
+from tests.toy import ToyDataset, tiny_segmentor
 
 C = 19
 SIZE = (32, 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(seed=0):
-    torch.manual_seed(seed)
-    return Segmentor(C, output_stride=16, weights=None)
+    return tiny_segmentor(seed, C)
 
 
 # ----------------------------------------------------------------------------- CPSL
@@ -64,10 +57,19 @@ def test_symmetric_ce_and_kl_match_hand_values():
     assert float(kl_teacher_student(torch.log(t).view(1, 3, 1, 1), t.view(1, 3, 1, 1))) == pytest.approx(0, abs=1e-6)
 
 
-def _cpsl_ctx(model, src, tgt):
+def _ctx(model, src, tgt):
     model.train()
     return Context(model=model, cfg=TrainConfig(iterations=4, crop_size=SIZE), device=torch.device("cpu"),
                    source=src, target=tgt)
+
+
+def _ready(method):
+    """(model, ctx, method set up on toy source/target data, a source batch, a target batch)."""
+    src, tgt = ToyDataset(n=4, size=SIZE), ToyDataset(n=4, size=SIZE, classes=(0, 8, 10, 11), seed=1)
+    model = tiny()
+    ctx = _ctx(model, src, tgt)
+    method.setup(ctx)
+    return model, ctx, method, _batch(src), _batch(tgt)
 
 
 def _batch(ds, n=2):
@@ -76,13 +78,8 @@ def _batch(ds, n=2):
 
 
 def test_cpsl_self_labeling_gradient_reaches_only_the_prototypes_and_rectification_keeps_active_labels():
-    src, tgt = ToyDataset(n=4, size=SIZE), ToyDataset(n=4, size=SIZE, classes=(0, 8, 10, 11), seed=1)
-    model = tiny()
-    ctx = _cpsl_ctx(model, src, tgt)
-    m = CPSL(n_sl=16)
-    m.setup(ctx)
+    model, ctx, m, _, bt = _ready(CPSL(n_sl=16))
     assert torch.isclose(m.prior.sum(), torch.tensor(1.0)) and m.mu.shape == (C, model.feat_channels)
-    bt = _batch(tgt)
     active = torch.full_like(bt["label"], 255)
     active[:, 5:8, 5:8] = 3
     bt["label"] = active
@@ -133,12 +130,7 @@ def test_class_means_are_masked_means():
 
 
 def test_bida_static_and_dynamic_pseudo_labels():
-    src, tgt = ToyDataset(n=4, size=SIZE), ToyDataset(n=4, size=SIZE, classes=(0, 8, 10, 11), seed=1)
-    model = tiny()
-    ctx = _cpsl_ctx(model, src, tgt)
-    m = BiDA()
-    m.setup(ctx)
-    bs, bt = _batch(src), _batch(tgt)
+    model, ctx, m, bs, bt = _ready(BiDA())
     bt["label"] = torch.full_like(bt["label"], 255)
     out_s = model(bs["image"])
     m.source_loss(ctx, bs, out_s)
@@ -182,12 +174,7 @@ def test_info_nce_matches_a_hand_computed_value():
 
 
 def test_t2s_source_images_change_labels_stay_and_class_weights_favour_unsure_classes():
-    src, tgt = ToyDataset(n=4, size=SIZE), ToyDataset(n=4, size=SIZE, classes=(0, 8, 10, 11), seed=1)
-    model = tiny()
-    ctx = _cpsl_ctx(model, src, tgt)
-    m = T2S()
-    m.setup(ctx)
-    bs, bt = _batch(src), _batch(tgt)
+    model, ctx, m, bs, bt = _ready(T2S())
     new = m.transform_source(ctx, bs, bt)
     assert torch.equal(new["label"], bs["label"]) and not torch.equal(new["image"], bs["image"])
     assert new["image"].dtype == torch.uint8   # mixes with uint8 target images (DACS, CPSL CutMix) unchanged

@@ -30,3 +30,32 @@ class ToyDataset:
 
     def __getitem__(self, i):
         return dict(self.items[i])
+
+
+def tiny_segmentor(seed: int = 0, num_classes: int = 19):
+    """A randomly initialised default Segmentor at output stride 16 (method and model unit tests)."""
+    import torch
+
+    from core.models import Segmentor
+
+    torch.manual_seed(seed)
+    return Segmentor(num_classes, output_stride=16, weights=None)
+
+
+def step_marked(workdir, name: str) -> bool:
+    """Whether a run in ``workdir`` has marked step ``name`` done (False while project.db is missing or
+    locked): for tests that kill a run at a chosen step."""
+    import sqlite3
+    from pathlib import Path
+
+    db = Path(workdir) / "project.db"
+    if not db.exists():
+        return False
+    try:
+        con = sqlite3.connect(db, timeout=1)
+        try:
+            return bool(con.execute("SELECT count(*) FROM steps WHERE name = ?", (name,)).fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False

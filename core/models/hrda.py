@@ -40,7 +40,6 @@ Segmentor state (e.g. ``--init`` from a source-only run) and keeps the attention
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -48,14 +47,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.models.segmentor import SegOut, Segmentor, upsample
+from core.models.segmentor import FreezeScopes, SegOut, Segmentor, upsample
 
 
 def _bn(module: nn.Module) -> list:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-class HRDASegmentor(nn.Module):
+class HRDASegmentor(FreezeScopes, nn.Module):
     """A Segmentor (``base``) run on a low-resolution context and a high-resolution detail view, fused by
     a learned class-wise scale attention (see the module docstring for shapes).
 
@@ -118,16 +117,6 @@ class HRDASegmentor(nn.Module):
                 p.requires_grad_(False)
         self.frozen = scope
         self.train(self.training)
-
-    @contextlib.contextmanager
-    def freezing(self, scope: str):
-        """``freeze(scope)`` inside the block, the previous scope after it."""
-        before = self.frozen
-        self.freeze(scope)
-        try:
-            yield self
-        finally:
-            self.freeze(before)
 
     def train(self, mode: bool = True):
         super().train(mode)          # the base's own train() keeps its frozen BatchNorm in eval mode

@@ -142,7 +142,21 @@ FREEZE_SCOPES = {
 }
 
 
-class Segmentor(nn.Module):
+class FreezeScopes:
+    """``freezing(scope)`` for a module with ``freeze(scope)`` and ``frozen`` (Segmentor, HRDA's wrapper)."""
+
+    @contextlib.contextmanager
+    def freezing(self, scope: str):
+        """``freeze(scope)`` inside the block (e.g. a post-hoc stage), the previous scope after it."""
+        before = self.frozen
+        self.freeze(scope)
+        try:
+            yield self
+        finally:
+            self.freeze(before)
+
+
+class Segmentor(FreezeScopes, nn.Module):
     """timm backbone + head by name (see the module docstring for shapes and strides).
 
     ``weights``: "imagenet" (the packaged efficientnet_lite0 weights, or the --weights file resolved by
@@ -214,16 +228,6 @@ class Segmentor(nn.Module):
             p.requires_grad_(id(p) not in frozen)
         self.frozen = scope
         self.train(self.training)
-
-    @contextlib.contextmanager
-    def freezing(self, scope: str):
-        """``freeze(scope)`` inside the block (e.g. a post-hoc stage), the previous scope after it."""
-        before = self.frozen
-        self.freeze(scope)
-        try:
-            yield self
-        finally:
-            self.freeze(before)
 
     def train(self, mode: bool = True):
         super().train(mode)
