@@ -261,6 +261,17 @@ def retrain_model(model, cfg: RunConfig, source, target, masks, rnd: int, checkp
     return methods
 
 
+def adjust_from(spec: str, states: list | None):
+    """The logit adjustment (label-shift IA) of method spec ``spec`` with the methods' saved states (a
+    round checkpoint's "methods"), or None: a resumed run scores and evaluates as the run that trained."""
+    if not states:
+        return None
+    methods = build_methods(spec)
+    for m, st in zip(methods, states):
+        m.load_state_dict(st)
+    return compose_adjust(methods)
+
+
 def follow(cfg: RunConfig) -> None:
     """torchrun ranks > 0: compute the steps rank 0 announces, until it says the run ended. project.db is
     only ever opened read-only here (``storage.open_readonly``); checkpoints are written by rank 0."""
@@ -275,15 +286,17 @@ def follow(cfg: RunConfig) -> None:
                 if hasattr(cfg, k):
                     setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
             source, target, val = load_data(cfg)
-            device, budget, adjust = resolve_device(cfg.device), run_budget(cfg), None
+            device, budget = resolve_device(cfg.device), run_budget(cfg)
             model = build_model(cfg, val.label_space.num_classes).to(device)
             db, run_id = storage.open_readonly(cfg.workdir), kw["run_id"]
         elif cmd == "warmup":
             fit(model, train_config(cfg, cfg.iterations), source, checkpoint=kw["checkpoint"],
                 methods=warmup_methods(cfg), progress=False)
         elif cmd == "eval":
+            adjust = adjust_from(cfg.method, kw["adjust"])
             evaluate(model, val, cfg.infer_window, device=device, progress=False, adjust=adjust)
         elif cmd == "score":
+            adjust = adjust_from(cfg.method, kw["adjust"])
             model.eval()
             for k in range(0, len(target), ranks.world):
                 i = k + ranks.rank
@@ -294,8 +307,7 @@ def follow(cfg: RunConfig) -> None:
             while not storage.step_done(db, run_id, kw["step"]):
                 time.sleep(1.0)
         elif cmd == "train":
-            methods = retrain_model(model, cfg, source, target, round_masks(db, target), kw["rnd"], kw["checkpoint"])
-            adjust = compose_adjust(methods)
+            retrain_model(model, cfg, source, target, round_masks(db, target), kw["rnd"], kw["checkpoint"])
 
 
 class ActiveSession:
@@ -331,6 +343,7 @@ class ActiveSession:
         self.budget = run_budget(cfg)
         self.metrics: list[dict] = []
         self.adjust = None     # logit adjustment of the current methods (label-shift IA), if any
+        self.adjust_states = None   # ... from these method states (saved in the round's checkpoint)
         self.server: AnnotatorServer | None = None   # the run's annotator, when people answer (see run())
         self.ranks = Ranks()                          # torchrun: the other ranks follow this one's steps
 
@@ -472,7 +485,7 @@ class ActiveSession:
             row = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
             return float(row.get("miou", float("nan")))
         t0 = time.time()
-        self.ranks.start("eval", self.model)
+        self.ranks.start("eval", self.model, adjust=self.adjust_states)
         res = evaluate(self.model, self.val, self.cfg.infer_window, device=self.device, desc=f"evaluate ({what})",
                        adjust=self.adjust)
         storage.add_metric(self.db, self.run_id, rnd, "miou", res["miou"])
@@ -505,7 +518,7 @@ class ActiveSession:
         out.mkdir(parents=True, exist_ok=True)
         stats = ClassEntropyStats(self.val.label_space.num_classes)
         picked: dict[int, list] = {}
-        self.ranks.start("score", self.model, rnd=rnd)
+        self.ranks.start("score", self.model, rnd=rnd, adjust=self.adjust_states)
         self.model.eval()
         world, n_img = self.ranks.world, len(self.target)
         for k in progress_bar(range(0, n_img, world), desc=f"round {rnd}: score + select"):
@@ -616,9 +629,11 @@ class ActiveSession:
         self.ranks.start("train", self.model, rnd=rnd, checkpoint=str(ck))
         methods = retrain_model(self.model, self.cfg, self.source, self.target, round_masks(self.db, self.target),
                                 rnd, ck)
-        if any(m.post_hoc for m in methods):   # the stages changed the weights: re-save
-            save_checkpoint(ck, {**load_checkpoint(ck), "model": self.model.state_dict()})
+        states = [m.state_dict() for m in methods]
+        if any(m.post_hoc for m in methods):   # the stages changed the weights and methods (IA's priors): re-save
+            save_checkpoint(ck, {**load_checkpoint(ck), "model": self.model.state_dict(), "methods": states})
         self.adjust = compose_adjust(methods)   # e.g. label-shift IA at inference
+        self.adjust_states = states if self.adjust is not None else None   # what other ranks rebuild it from
         storage.add_checkpoint(self.db, self.run_id, step, str(ck))
         self.mark(step)
 
@@ -627,6 +642,9 @@ class ActiveSession:
         checkpoint is gone is trained again (its step is forgotten, the one before it is loaded)."""
         for rnd in range(self.cfg.rounds, 0, -1):
             if self.done(f"round{rnd}.train") and self._load(f"round{rnd}.train"):
+                states = load_checkpoint(self.checkpoint_path(f"round{rnd}.train")).get("methods")
+                self.adjust = adjust_from(self.cfg.method, states)   # e.g. IA's priors, as the run that trained
+                self.adjust_states = states if self.adjust is not None else None
                 return
         if self.done("warmup") and any(self.done(f"round{r}.score") for r in range(1, self.cfg.rounds + 1)):
             if not self._load("warmup"):

@@ -330,3 +330,27 @@ def test_gpu_page_commands_are_valid(tmp_path):
         cfg = validate(config_from_args(build_parser().parse_args(args)))
         assert cfg.recipe == "paper" and cfg.head == "deeplabv2" and cfg.output_stride == 8, cmd
         assert cfg.budget in ("2.2%", "40px") and cfg.rounds == 5 and cfg.oracle, cmd
+
+
+def test_resumed_run_keeps_the_label_shift_adjustment_of_its_last_round(tmp_path, cache):
+    """IA's priors are measured in its stage after a round's training; a resumed run (a new process)
+    must score and evaluate with them, as the run that trained them did."""
+    import torch
+
+    from app.session import reopen
+    from core.train import load_checkpoint
+
+    w = tmp_path / "ia"
+    r = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle", "--rounds", "1", "--region-radius", "1",
+                "--method", "ripu+ia"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    os.environ["SEGSTUDIO_CACHE"], before = str(cache), os.environ.get("SEGSTUDIO_CACHE")
+    try:
+        s = reopen(str(w))
+        s.resume_model()
+    finally:
+        os.environ.pop("SEGSTUDIO_CACHE") if before is None else os.environ.__setitem__("SEGSTUDIO_CACHE", before)
+    assert s.adjust is not None
+    bias = next(st["bias"] for st in load_checkpoint(w / "checkpoints" / "round1.pt")["methods"] if "bias" in st)
+    logits = torch.zeros(1, 19, 2, 2)
+    assert torch.allclose(s.adjust(logits), logits + bias.view(1, -1, 1, 1).float(), atol=1e-6)

@@ -134,6 +134,12 @@ class StageOnly(Method):
     def plan_stage(self, model, source, target, cfg, device):
         return self.inner.plan_stage(model, source, target, cfg, device)
 
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
 
 @dataclass
 class StagePlan:
