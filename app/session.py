@@ -26,7 +26,7 @@ from core.data.folder import folder_label_space
 from core.data.labels import CITYSCAPES19, SYNTHIA16, LabelSpace
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
-from core.methods import build_methods, compose_adjust
+from core.methods import adjusts_logits, build_methods, compose_adjust
 from core.methods.base import wrap_model
 from core.methods.services import broadcast_module
 from core.models import Segmentor
@@ -268,7 +268,8 @@ def adjust_from(spec: str, states: list | None):
         return None
     methods = build_methods(spec)
     for m, st in zip(methods, states):
-        m.load_state_dict(st)
+        if adjusts_logits(m):     # IA's priors; the others' states (teachers, discriminators) are not needed
+            m.load_state_dict(st)
     return compose_adjust(methods)
 
 
@@ -633,7 +634,8 @@ class ActiveSession:
         if any(m.post_hoc for m in methods):   # the stages changed the weights and methods (IA's priors): re-save
             save_checkpoint(ck, {**load_checkpoint(ck), "model": self.model.state_dict(), "methods": states})
         self.adjust = compose_adjust(methods)   # e.g. label-shift IA at inference
-        self.adjust_states = states if self.adjust is not None else None   # what other ranks rebuild it from
+        self.adjust_states = ([st if adjusts_logits(m) else {} for m, st in zip(methods, states)]
+                              if self.adjust is not None else None)   # what other ranks rebuild it from
         storage.add_checkpoint(self.db, self.run_id, step, str(ck))
         self.mark(step)
 
@@ -644,7 +646,9 @@ class ActiveSession:
             if self.done(f"round{rnd}.train") and self._load(f"round{rnd}.train"):
                 states = load_checkpoint(self.checkpoint_path(f"round{rnd}.train")).get("methods")
                 self.adjust = adjust_from(self.cfg.method, states)   # e.g. IA's priors, as the run that trained
-                self.adjust_states = states if self.adjust is not None else None
+                self.adjust_states = ([st if adjusts_logits(m) else {} for m, st in zip(build_methods(self.cfg.method),
+                                                                                     states)]
+                                      if self.adjust is not None else None)
                 return
         if self.done("warmup") and any(self.done(f"round{r}.score") for r in range(1, self.cfg.rounds + 1)):
             if not self._load("warmup"):

@@ -112,9 +112,14 @@ def _overrides(m: Method, attr: str) -> bool:
     return getattr(type(m), attr) is not getattr(Method, attr)
 
 
+def adjusts_logits(m: Method) -> bool:
+    """Whether method ``m`` (or the stage it wraps) changes logits at inference (``adjust_logits``: IA)."""
+    return _overrides(m, "adjust_logits")
+
+
 def compose_adjust(methods):
     """The methods' ``adjust_logits`` applied in order (for ``evaluate(adjust=...)``), or None."""
-    fns = [m.adjust_logits for m in methods if _overrides(m, "adjust_logits")]
+    fns = [m.adjust_logits for m in methods if adjusts_logits(m)]
     if not fns:
         return None
 
