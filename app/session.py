@@ -23,6 +23,7 @@ from app.oracle import answer_round
 from core.acquisition import (ClassEntropyStats, acquire, check_budget, cra_entropy, parse_budget, queries_per_round,
                               scale_budget)
 from core.data.folder import folder_label_space
+from core.data.transforms import SparseLabels
 from core.data.labels import CITYSCAPES19, SYNTHIA16, LabelSpace
 from core.data.registry import build_dataset, parse_dataset_spec
 from core.evaluate import evaluate, iou_table, mean_iou, predict_logits
@@ -254,10 +255,11 @@ def retrain_model(model, cfg: RunConfig, source, target, masks, rnd: int, checkp
     logit adjustment)."""
     methods = build_methods(cfg.method)
     tcfg = train_config(cfg, cfg.round_iterations)
-    fit(model, tcfg, source, target=target, target_labels=lambda i, s: masks[i], methods=methods,
+    labels = SparseLabels(masks)   # pickles cheaply to --workers processes
+    fit(model, tcfg, source, target=target, target_labels=labels, methods=methods,
         checkpoint=checkpoint, desc=f"round {rnd}: train")
     if any(m.post_hoc for m in methods):   # post-hoc stages (e.g. 'fada>cra', 'cr')
-        run_stages(methods, model, source, target, cfg=tcfg, target_labels=lambda i, s: masks[i], progress=True)
+        run_stages(methods, model, source, target, cfg=tcfg, target_labels=labels, progress=True)
     return methods
 
 

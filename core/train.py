@@ -147,13 +147,18 @@ def _worker_init(_):
 
 def batches(view: TrainView, batch_size: int, seed, start: int = 0, workers: int = 0, pin: bool = False):
     """Endless batches from batch number ``start`` on (``BatchStream``), built by ``workers`` DataLoader
-    worker processes ahead of training (0: in this process), in pinned memory with ``pin`` (CUDA)."""
+    worker processes ahead of training (0: in this process), in pinned memory with ``pin`` (CUDA).
+    With workers the view is pickled to each (spawned) worker: its dataset and label callable must pickle
+    (core.data.transforms.SparseLabels for active labels)."""
     import itertools
 
+    # workers are spawned, never forked: a child forked from a process whose OpenMP/OpenCV threads hold a
+    # lock deadlocks (seen in the test suite); so the view (dataset, label callable) must pickle
     loader = torch.utils.data.DataLoader(BatchStream(view, batch_size, seed), batch_size=None,
                                          sampler=itertools.count(start), num_workers=workers, pin_memory=pin,
                                          worker_init_fn=_worker_init if workers else None,
-                                         prefetch_factor=2 if workers else None)
+                                         prefetch_factor=2 if workers else None,
+                                         multiprocessing_context="spawn" if workers else None)
     return iter(loader)
 
 

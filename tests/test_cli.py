@@ -161,7 +161,7 @@ def test_pixel_budget_oracle_run(tmp_path, cache):
 def test_uda_methods_in_the_loop(tmp_path, cache):
     w = tmp_path / "dacs_cra"
     r = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle", "--rounds", "1", "--region-radius", "1",
-                "--method", "dacs+cra"], cache)
+                "--method", "dacs+cra", "--workers", "2"], cache)   # spawned loader workers: data and labels pickle
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| round | labeled pixels" in r.stdout
     bad = launch([*TINY, "--workdir", str(tmp_path / "x"), "--method", "advent+fada"], cache, timeout=120)

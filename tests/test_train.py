@@ -1,4 +1,5 @@
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -208,5 +209,12 @@ def test_loader_workers_and_a_resumed_start_build_the_same_batches():
         assert torch.equal(a["box"], b["box"])
     for a, b in zip(ref[3:], later):
         assert torch.equal(a["image"], b["image"]) and a["index"] == b["index"]
+    # active labels travel to spawned workers as SparseLabels: same masks back
+    from core.data.transforms import SparseLabels
+
+    masks = {0: np.full((4, 5), 255, np.uint8), 1: np.arange(20, dtype=np.uint8).reshape(4, 5)}
+    masks[0][1, 2] = 7
+    back = pickle.loads(pickle.dumps(SparseLabels(masks)))
+    assert all(np.array_equal(back(i), m) for i, m in masks.items())
     # augmentation differs between batches (the per-sample seeds are not all equal)
     assert not all(torch.equal(ref[0]["box"], r["box"]) for r in ref[1:])

@@ -39,6 +39,25 @@ def resize_sparse_label(lab: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+class SparseLabels:
+    """Active labels as a ``labels(i, sample)`` callable for TrainView/fit that pickles cheaply (DataLoader
+    workers): per image only the labeled pixels' flat indices (int64) and classes (uint8) are kept.
+    ``masks``: {image index: uint8 (H, W), 255 = unlabeled}. Calls return a new uint8 (H, W) array."""
+
+    def __init__(self, masks: dict):
+        self.shapes, self.sparse = {}, {}
+        for i, m in masks.items():
+            m = np.asarray(m, np.uint8)
+            idx = np.flatnonzero(m != 255)
+            self.shapes[i], self.sparse[i] = m.shape, (idx, m.ravel()[idx])
+
+    def __call__(self, i: int, sample=None) -> np.ndarray:
+        out = np.full(self.shapes[i], 255, np.uint8)
+        idx, val = self.sparse[i]
+        out.ravel()[idx] = val
+        return out
+
+
 class TrainView:
     """A dataset view for training: random scale, random crop at the stored resolution, horizontal
     flip, and an optional per-image label override (active labels).
