@@ -275,6 +275,14 @@ def adjust_from(spec: str, states: list | None):
     return compose_adjust(methods)
 
 
+def adjusting_states(methods, states: list | None) -> list | None:
+    """What other ranks rebuild the adjustment from (``adjust_from``): the states of the methods that
+    adjust logits, {} for the others; None when none adjusts."""
+    if not states or not any(adjusts_logits(m) for m in methods):
+        return None
+    return [st if adjusts_logits(m) else {} for m, st in zip(methods, states)]
+
+
 def follow(cfg: RunConfig) -> None:
     """torchrun ranks > 0: compute the steps rank 0 announces, until it says the run ended. project.db is
     only ever opened read-only here (``storage.open_readonly``); checkpoints are written by rank 0."""
@@ -636,8 +644,7 @@ class ActiveSession:
         if any(m.post_hoc for m in methods):   # the stages changed the weights and methods (IA's priors): re-save
             save_checkpoint(ck, {**load_checkpoint(ck), "model": self.model.state_dict(), "methods": states})
         self.adjust = compose_adjust(methods)   # e.g. label-shift IA at inference
-        self.adjust_states = ([st if adjusts_logits(m) else {} for m, st in zip(methods, states)]
-                              if self.adjust is not None else None)   # what other ranks rebuild it from
+        self.adjust_states = adjusting_states(methods, states)   # what other ranks rebuild it from
         storage.add_checkpoint(self.db, self.run_id, step, str(ck))
         self.mark(step)
 
@@ -648,9 +655,7 @@ class ActiveSession:
             if self.done(f"round{rnd}.train") and self._load(f"round{rnd}.train"):
                 states = load_checkpoint(self.checkpoint_path(f"round{rnd}.train")).get("methods")
                 self.adjust = adjust_from(self.cfg.method, states)   # e.g. IA's priors, as the run that trained
-                self.adjust_states = ([st if adjusts_logits(m) else {} for m, st in zip(build_methods(self.cfg.method),
-                                                                                     states)]
-                                      if self.adjust is not None else None)
+                self.adjust_states = adjusting_states(build_methods(self.cfg.method), states)
                 return
         if self.done("warmup") and any(self.done(f"round{r}.score") for r in range(1, self.cfg.rounds + 1)):
             if not self._load("warmup"):

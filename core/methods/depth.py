@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.methods.adversarial import DiscriminatorMixin, FCDiscriminator, entropy_map
-from core.methods.base import Method, StagePlan
+from core.methods.base import Method
 from core.methods.distill import SelfDistillation, _Distill
 from core.methods.services import IGNORE, AuxParams, class_stats, labels_at
 from core.models.segmentor import upsample
@@ -307,13 +307,10 @@ class SpatialPriorStage(SelfDistillation):
     name = "sprior"
     summary = "self-training stage on spatial-prior pseudo-labels: small components dropped (depth distribution, NeurIPS 2022)"
 
+    stage_desc = "spatial-prior self-training"
+
     def __init__(self, iterations: int | None = None, threshold: float = 0.9):
         super().__init__(iterations, threshold)
 
     def inner(self) -> Method:
         return _SpatialPriorST(self.threshold, None)
-
-    def plan_stage(self, model, source, target, cfg, device):
-        plan = super().plan_stage(model, source, target, cfg, device)
-        return StagePlan(methods=plan.methods, iterations=plan.iterations, desc="spatial-prior self-training",
-                         result=plan.result)

@@ -82,13 +82,17 @@ class SelfDistillation(Method):
     def __init__(self, iterations: int | None = None, threshold: float = 0.0):
         self.iterations, self.threshold = iterations, threshold
 
+    @property
+    def stage_desc(self) -> str:
+        return f"{self.name} stage"
+
     def inner(self) -> Method:
         return _Distill(self.threshold, symmetric=False, lambda_kd=0.0, alpha=1.0, beta=0.0)
 
     def plan_stage(self, model, source, target, cfg, device):
         if target is None:
             raise ValueError(f"the '{self.name}' stage needs the target images")
-        return StagePlan(methods=[self.inner()], iterations=self.iterations, desc=f"{self.name} stage",
+        return StagePlan(methods=[self.inner()], iterations=self.iterations, desc=self.stage_desc,
                          result={f"{self.name}_threshold": self.threshold})
 
 
