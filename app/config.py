@@ -163,14 +163,24 @@ class RunConfig:
                                              "data", parse=parse_counts, metavar="S,T,V")
     skip_bad: bool = opt(False, "skip and report corrupt or mismatched dataset files instead of stopping", "data")
     # -- active learning
-    budget: str | None = opt("2.2%", "annotation budget per target image over all rounds: '40px' (pixel-based, PA) "
-                             "or '2.2%%' (region-based, RA); 'none': only the warm-up runs", "active learning")
+    budget: str | None = opt("2.2%", "annotation budget over all rounds: per target image '40px' (pixel-based, PA) "
+                             "or '2.2%%' (of its pixels, in regions, RA); or human effort over the whole target pool: "
+                             "'200clicks' (pixel or superpixel queries) or time such as '30min', '90s', '1.5h' (the "
+                             "cost model's predicted seconds, charged with the logged ones); 'none': only the warm-up "
+                             "runs", "active learning")
     rounds: int = opt(5, "selection rounds; the budget is split evenly (as RIPU)", "active learning", metavar="N")
     budget_rounds: int | None = opt(None, "the rounds --budget was given for, when --resume --rounds extended the "
                                     "run (each round keeps budget / budget_rounds); None = rounds",
                                     "active learning", cli=False)
     strategy: str = opt("ripu", "acquisition: RIPU (impurity x uncertainty) or a baseline, listed below",
                         "active learning", choices=_strategies)
+    unit: str = opt("auto", "query unit: square ((2r+1)^2 regions, drawn), pixel (one click) or superpixel (SLIC, "
+                    "answered with its dominant class in one click); auto = pixel for a px budget, superpixel for "
+                    "clicks, else square", "active learning", choices=("auto", "square", "pixel", "superpixel"))
+    superpixel_size: int | None = opt(None, "mean superpixel area in label pixels (SLIC n_segments = H*W / size)",
+                                      "active learning", metavar="PX", default_text="(2r+1)^2, a square's area")
+    cost_aware: bool = opt(False, "rank queries by score per predicted second of human time (the cost model) "
+                           "instead of by score, for every strategy and unit", "active learning")
     region_radius: int | None = opt(None, "RA: regions are (2r+1)^2 squares; PA: suppression radius and impurity "
                                     "window (the official setting is 1 for RA)", "active learning", metavar="R",
                                     default_text="8, i.e. 17x17 at the stored 256x512")
@@ -180,6 +190,9 @@ class RunConfig:
                       "losses)", "active learning", metavar="A+B")
     oracle: bool = opt(False, "answer every query from target ground truth (headless experiments, as in the paper)",
                        "active learning")
+    oracle_answer: str = opt("dominant", "how the --oracle answers a superpixel: its dominant ground-truth class "
+                             "(one click, as a person would; the label noise shows in the metrics) or the exact "
+                             "mask (drawn, costed as a region)", "active learning", choices=("dominant", "exact"))
     honeypot_rate: float = opt(0.0, "extra queries with a known answer (target ground truth, or without masks an "
                                "answer a reviewer approved in an earlier round) mixed into each round's "
                                "queue at random positions, as a share of the round's queries (e.g. 0.05); not "
@@ -285,7 +298,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.budget is not None:
         from core.acquisition import parse_budget
 
-        parse_budget(cfg.budget)          # BudgetError: one clear line
+        b = parse_budget(cfg.budget)          # BudgetError: one clear line
+        unit = query_unit(cfg.unit, b)
+        if b.kind == "pixel" and unit != "pixel":
+            raise ConfigError(f"--budget {b} counts pixels per image, which only --unit pixel spends: use a "
+                              f"percentage (e.g. 2.2%), clicks or time with --unit {unit}")
+        if b.kind == "region" and unit == "pixel":
+            raise ConfigError(f"--budget {b} is a share of each image's pixels in regions: pixel queries take "
+                              "a px budget (e.g. 40px), clicks or time")
+        if b.kind == "clicks" and unit == "square":
+            raise ConfigError(f"--budget {b}: a square region takes as many clicks as it has class boundaries, "
+                              "so clicks budget pixel or superpixel queries; give squares a time (e.g. 30min)")
+    if cfg.superpixel_size is not None and cfg.superpixel_size < 4:
+        raise ConfigError(f"--superpixel-size must be at least 4 pixels (got {cfg.superpixel_size})")
     from core.methods import build_methods
 
     try:
@@ -300,6 +325,14 @@ def validate(cfg: RunConfig) -> RunConfig:
                           "for both domains: give a --crop (e.g. --crop 512x512, as DACS)")
     check_writable(Path(cfg.workdir), "--workdir")
     return cfg
+
+
+def query_unit(unit: str, budget) -> str:
+    """The run's query unit: ``--unit``, or for 'auto' the budget's natural one (px -> pixel,
+    clicks -> superpixel, % and time -> square). ``budget``: a core.acquisition.Budget."""
+    if unit != "auto":
+        return unit
+    return {"pixel": "pixel", "clicks": "superpixel"}.get(budget.kind, "square")
 
 
 def check_writable(path: Path, what: str) -> None:

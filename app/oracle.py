@@ -1,17 +1,28 @@
 """The oracle: answers every pending query of a round from target ground truth, headless, as the
-RIPU paper does (void pixels included, like the official code)."""
+RIPU paper does (void pixels included, like the official code).
+
+A square region gets its exact ground-truth patch, a pixel its class. A superpixel gets its dominant
+class (one click, ``answer="dominant"``) or its exact ground truth (``answer="exact"``). Each answer
+logs the simulated human time of core.acquisition.cost (``labels.ms``: clicks x 1.75 s; ``labels.edits``:
+the clicks), so budgets in seconds and clicks and the cost model see what a person would have spent."""
 from __future__ import annotations
 
 import numpy as np
+from core.acquisition.cost import region_clicks, seconds_of_clicks
+from core.acquisition.superpixel import dominant_class
 from core.progress import bar as progress_bar
 
 import storage
 
 ORACLE = "oracle"
+ANSWERS = ("dominant", "exact")
 
 
-def answer_round(db, round_id: int, gt_of) -> int:
-    """Label all pending queries of ``round_id``; ``gt_of(image_name) -> uint8 (H,W)``. Returns the count."""
+def answer_round(db, round_id: int, gt_of, answer: str = "dominant") -> int:
+    """Label all pending queries of ``round_id``; ``gt_of(image_name) -> uint8 (H,W)``; ``answer``: how a
+    superpixel is answered ('dominant' class or 'exact' mask). Returns the count."""
+    if answer not in ANSWERS:
+        raise ValueError(f"oracle answer must be one of {ANSWERS}, got {answer!r}")
     rows = storage.round_queries(db, round_id, open_only=True)
     cache: dict[str, np.ndarray] = {}
     for q in progress_bar(rows, desc="oracle answers", disable=not rows):
@@ -19,8 +30,17 @@ def answer_round(db, round_id: int, gt_of) -> int:
             cache.clear()
             cache[q["name"]] = gt_of(q["name"])
         gt = cache[q["name"]]
-        if q["kind"] == "region":
-            storage.save_label(db, q["id"], ORACLE, patch=gt[q["y0"]:q["y1"], q["x0"]:q["x1"]])
+        if q["kind"] == "pixel":
+            clicks = 1
+            kw = dict(point_class=int(gt[q["y"], q["x"]]))
         else:
-            storage.save_label(db, q["id"], ORACLE, point_class=int(gt[q["y"], q["x"]]))
+            box = gt[q["y0"]:q["y1"], q["x0"]:q["x1"]]
+            shape = None if q.get("shape") is None else storage.decode_patch(q["shape"]).astype(bool)
+            if shape is None:
+                clicks, kw = region_clicks(box), dict(patch=box)
+            elif answer == "dominant":
+                clicks, kw = 1, dict(point_class=dominant_class(box[shape]))
+            else:
+                clicks, kw = region_clicks(box, shape), dict(patch=np.where(shape, box, 255).astype(np.uint8))
+        storage.save_label(db, q["id"], ORACLE, ms=int(round(seconds_of_clicks(clicks) * 1000)), edits=clicks, **kw)
     return len(rows)

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 
 import storage
-from app.config import ConfigError, RunConfig, shown
+from app.config import ConfigError, RunConfig, query_unit, shown
 from app.annotate import FINISH_GRACE_S, AnnotatorServer, serve
 from app.oracle import answer_round
-from core.acquisition import (ClassEntropyStats, acquire, check_budget, cra_entropy, parse_budget, queries_per_round,
-                              scale_budget)
+from core.acquisition import (ClassEntropyStats, CostModel, acquire, check_budget, cra_entropy, parse_budget,
+                              pick_queries, pool_select, pooled_round_budget, queries_per_round, scale_budget,
+                              slic_segments)
+from core.acquisition.cost import median_abs_error
 from core.data.folder import folder_label_space
 from core.data.transforms import SparseLabels
 from core.data.labels import CITYSCAPES19, SYNTHIA16, LabelSpace
@@ -218,27 +220,76 @@ class Ranks:
         return out or []
 
 
-def score_one(model, target, db, cfg: RunConfig, budget, rnd: int, i: int, device, adjust) -> tuple:
+def segments_for(cfg: RunConfig, name: str, image: np.ndarray, H: int, W: int, cache: Path | None) -> np.ndarray:
+    """The (H, W) int32 SLIC superpixels of a target image at its label resolution (core.acquisition.
+    superpixel), read from / written to ``cache`` (``workdir/cache/superpixels/size<S>/<name>.png``,
+    uint16; rank 0 only) when given: computed once per run, whatever the rounds."""
+    import cv2
+
+    size = superpixel_size(cfg)
+    path = None if cache is None else cache / "superpixels" / f"size{size}" / f"{storage.safe_stem(name)}.png"
+    if path is not None and path.is_file():
+        seg = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if seg is not None and seg.shape == (H, W):
+            return seg.astype(np.int32)
+    img = image if image.shape[:2] == (H, W) else cv2.resize(image, (W, H), interpolation=cv2.INTER_AREA)
+    seg = slic_segments(img, size)
+    if path is not None and seg.max() < 65536:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.png")
+        cv2.imwrite(str(tmp), seg.astype(np.uint16))
+        os.replace(tmp, path)
+    return seg
+
+
+def query_mode(cfg: RunConfig, budget) -> str:
+    """How the run's queries are stored: 'pixel' for pixel queries, 'region' for squares and superpixels."""
+    return "pixel" if query_unit(cfg.unit, budget) == "pixel" else "region"
+
+
+def superpixel_size(cfg: RunConfig) -> int:
+    """Mean superpixel area in label pixels: ``--superpixel-size``, else a square region's (2r+1)^2."""
+    return cfg.superpixel_size or (2 * region_radius(cfg, "region") + 1) ** 2
+
+
+def score_one(model, target, db, cfg: RunConfig, budget, rnd: int, i: int, device, adjust, cost=None,
+              cache: Path | None = None) -> tuple:
     """Score target image ``i`` for round ``rnd`` and pick its queries (reading project.db only):
-    ``(i, picks, maps, stats)``, maps = the annotator cache's pred/score/entropy, stats = the image's
-    ClassEntropyStats (merged into the pool's CRA thresholds). The random strategy's draws depend on
-    (seed, round, image) only, so any sharding of the images picks the same queries."""
+    ``(i, picks, maps, stats)``; picks = core.acquisition.pick_queries's dicts (a pooled budget: the
+    image's candidates, chosen over the pool by rank 0), maps = the annotator cache's pred/score/entropy,
+    stats = the image's ClassEntropyStats (merged into the pool's CRA thresholds). ``cost``: the cost
+    model. The random strategy's draws depend on (seed, round, image) only, so any sharding of the
+    images picks the same queries."""
     s = target[i]
     H, W = s["label"].shape
-    mode = budget.mode
-    radius = region_radius(cfg, mode)
-    n = queries_per_round(budget, H, W, cfg.rounds, radius)[rnd - 1]
+    unit = query_unit(cfg.unit, budget)
+    radius = region_radius(cfg, query_mode(cfg, budget))
+    n = pixels = None
+    if unit == "superpixel" and budget.kind == "region":
+        pixels = H * W * budget.fraction / cfg.rounds
+    elif not budget.pooled:
+        n = queries_per_round(budget, H, W, cfg.rounds, radius)[rnd - 1]
     labeled = storage.label_mask(db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
     if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
         labeled |= storage.answered_mask(db, s["name"], H, W)
-    prob, res, picks = score_and_pick(model, s["image"], labeled, n, cfg.strategy, mode, radius,
-                                      window=cfg.infer_window, device=device, adjust=adjust,
-                                      rng=np.random.default_rng([train_seed(cfg), rnd, i]))
+    segments = segments_for(cfg, s["name"], s["image"], H, W, cache) if unit == "superpixel" else None
+    prob = predict_logits(model, s["image"], (H, W), window=cfg.infer_window, device=device,
+                          adjust=adjust).softmax(0).cpu().numpy().astype(np.float32)
+    picks, score = pick_queries(prob, labeled, unit, cfg.strategy, radius, n=n, pixels=pixels, cost_model=cost,
+                                cost_aware=cfg.cost_aware, segments=segments,
+                                rng=np.random.default_rng([train_seed(cfg), rnd, i]))
     stats = ClassEntropyStats(prob.shape[0])
     stats.update(prob)
-    maps = dict(pred=prob.argmax(0).astype(np.uint8), score=res["score"].astype(np.float16),
+    maps = dict(pred=prob.argmax(0).astype(np.uint8), score=score.astype(np.float16),
                 entropy=cra_entropy(prob).astype(np.float16))
     return i, picks, maps, stats
+
+
+def as_tuple(pick: dict) -> tuple:
+    """A pick dict as the loop's plain geometry: (y0, x0, y1, x1, score) for a region (square or a
+    superpixel's box), (y, x, score) for a pixel."""
+    keys = ("y0", "x0", "y1", "x1") if "y0" in pick else ("y", "x")
+    return (*(pick[k] for k in keys), pick["score"])
 
 
 def round_masks(db, target) -> dict[int, np.ndarray]:
@@ -308,10 +359,11 @@ def follow(cfg: RunConfig) -> None:
             evaluate(model, val, cfg.infer_window, device=device, progress=False, adjust=adjust)
         elif cmd == "score":
             adjust = adjust_from(cfg.method, kw["adjust"])
+            cost = CostModel(kw["cost"])
             model.eval()
             for k in range(0, len(target), ranks.world):
                 i = k + ranks.rank
-                ranks.gather(score_one(model, target, db, cfg, budget, kw["rnd"], i, device, adjust)
+                ranks.gather(score_one(model, target, db, cfg, budget, kw["rnd"], i, device, adjust, cost=cost)
                              if i < len(target) else None)
             model.train()
         elif cmd == "annotate":   # rank 0 (an oracle or people) answers; wait until it marked the step
@@ -441,7 +493,7 @@ class ActiveSession:
                               "has none (no masks/ folder): label in the browser (drop --oracle), or add the masks")
         if self.budget is not None and sizes:
             h, w = min(sizes.values(), key=lambda hw: hw[0] * hw[1])
-            check_budget(self.budget, h, w, self.cfg.rounds, region_radius(self.cfg, self.budget.mode))
+            check_budget(self.budget, h, w, self.cfg.rounds, region_radius(self.cfg, query_mode(self.cfg, self.budget)))
         if not getattr(self.val, "has_labels", True) and not self.quiet:
             print(f"note: the target val split of {self.cfg.target} has no masks, so mIoU cannot be measured "
                   "(shown as nan)")
@@ -517,33 +569,68 @@ class ActiveSession:
         return 100.0 * storage.labeled_pixels(self.db, self.run_id) / max(storage.target_pixels(self.db), 1)
 
     # -- one round ---------------------------------------------------------------------------
+    def fit_cost_model(self, rnd: int) -> CostModel:
+        """The cost model for round ``rnd``'s selection: the default, refitted per unit on this run's
+        answers of earlier rounds (their logged seconds); the held-out error of the previous round's
+        predictions goes to the metrics (``cost_mae_s``: median absolute error in seconds)."""
+        cm = CostModel()
+        rows = [r for r in storage.answered_costs(self.db, self.run_id) if r["round"] < rnd]
+        for unit in {r["unit"] for r in rows}:
+            mine = [r for r in rows if r["unit"] == unit]
+            cm.fit(unit, [r["features"] for r in mine], [r["seconds"] for r in mine])
+        return cm
+
+    def record_cost_error(self, rnd: int) -> None:
+        """Metric ``cost_mae_s`` of round ``rnd``: median |predicted - logged| seconds of its answers,
+        predicted before they were asked (by the model fitted on earlier rounds only)."""
+        rows = [r for r in storage.answered_costs(self.db, self.run_id) if r["round"] == rnd and r["cost_s"] is not None]
+        if rows:
+            err = median_abs_error([r["cost_s"] for r in rows], [r["seconds"] for r in rows])
+            storage.add_metric(self.db, self.run_id, rnd, "cost_mae_s", err)
+            storage.add_metric(self.db, self.run_id, rnd, "seconds_spent", storage.spent_effort(self.db, self.run_id)["seconds"])
+
     def score_and_select(self, rnd: int, round_id: int) -> None:
-        """Score every target-train image with the current model and add this round's queries;
-        also caches prediction, score and CRA entropy maps for the annotator."""
+        """Score every target-train image with the current model and add this round's queries (a pooled
+        budget: the best candidates over the whole pool); also caches prediction, score and CRA entropy
+        maps for the annotator."""
         step = f"round{rnd}.score"
         if self.done(step):
             return
-        mode = self.budget.mode
+        mode = query_mode(self.cfg, self.budget)
         radius = region_radius(self.cfg, mode)
         out = self.cache / f"round{rnd}"
         out.mkdir(parents=True, exist_ok=True)
         stats = ClassEntropyStats(self.val.label_space.num_classes)
         picked: dict[int, list] = {}
-        self.ranks.start("score", self.model, rnd=rnd, adjust=self.adjust_states)
+        cost = self.fit_cost_model(rnd)
+        self.ranks.start("score", self.model, rnd=rnd, adjust=self.adjust_states,
+                         cost={u: w.tolist() for u, w in cost.weights.items()})
         self.model.eval()
         world, n_img = self.ranks.world, len(self.target)
+        candidates = []
         for k in progress_bar(range(0, n_img, world), desc=f"round {rnd}: score + select"):
             mine = score_one(self.model, self.target, self.db, self.cfg, self.budget, rnd, k, self.device,
-                             self.adjust)
+                             self.adjust, cost=cost, cache=self.cache)
             # images k .. k+world-1, one per rank, written here in image order (as one process writes them)
             for res in self.ranks.gather(mine):
                 if res is None:
                     continue
                 i, picks, maps, st = res
-                storage.add_queries(self.db, round_id, self.target.names[i], mode, picks)
-                picked[i] = picks
+                if self.budget.pooled:
+                    candidates += [(i, p) for p in picks]
+                else:
+                    self.add_picks(round_id, i, picks, picked)
                 stats.merge(st)
                 np.savez_compressed(out / f"{self.target.names[i]}.npz", **maps)
+        if self.budget.pooled:
+            spent = storage.spent_effort(self.db, self.run_id)
+            by = self.budget.kind
+            left = pooled_round_budget(self.budget, self.cfg.rounds, rnd, spent["queries" if by == "clicks" else by])
+            chosen: dict[int, list] = {}
+            for i, p in pool_select(candidates, left, by):
+                chosen.setdefault(i, []).append(p)
+            for i in sorted(chosen):
+                self.add_picks(round_id, i, chosen[i], picked)
         (out / "cra_thresholds.json").write_text(json.dumps(np.nan_to_num(stats.class_thresholds(), nan=-1).tolist()))
         if self.cfg.overlap:   # a share of the real queries goes to two annotators
             ids = [q["id"] for q in storage.round_queries(self.db, round_id)]
@@ -554,6 +641,12 @@ class ActiveSession:
             self.add_honeypots(rnd, round_id, picked, mode, radius)
         self.model.train()
         self.mark(step)
+
+    def add_picks(self, round_id: int, i: int, picks: list[dict], picked: dict[int, list]) -> None:
+        """Store image ``i``'s picks as pending queries; ``picked[i]`` keeps their plain geometry."""
+        storage.add_queries(self.db, round_id, self.target.names[i], query_mode(self.cfg, self.budget),
+                            [{k: v for k, v in p.items() if k != "rank"} for p in picks])
+        picked[i] = [as_tuple(p) for p in picks]
 
     def add_honeypots(self, rnd: int, round_id: int, picked: dict[int, list], mode: str, radius: int) -> None:
         """Mix ``--honeypot-rate`` x (the round's queries) honeypots into the queue: random regions (or
@@ -623,7 +716,7 @@ class ActiveSession:
         self.ranks.start("annotate", step=step)   # the other ranks wait until this step is marked
         if self.cfg.oracle:
             index = {n: i for i, n in enumerate(self.target.names)}
-            answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"])
+            answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"], self.cfg.oracle_answer)
         elif self.server is not None:     # the run's annotator, open since the start
             self.server.open_round(self.target, rnd, round_id)
             self.server.wait_finished(round_id)
@@ -676,6 +769,7 @@ class ActiveSession:
             self.annotate(rnd, round_id)
             self.retrain(rnd)
             miou = self.evaluate(rnd, f"round {rnd}")
+            self.record_cost_error(rnd)
             storage.set_round_status(self.db, round_id, "done")
             rows.append((rnd, self.labeled_pct(), miou, time.time() - t0))
             print(round_table(rows, self.budget, self.cfg))
@@ -724,7 +818,7 @@ def load_init(path: str, model: torch.nn.Module) -> dict:
 
 
 def round_table(rows, budget, cfg) -> str:
-    out = [f"\nRounds ({cfg.strategy}, {budget}, radius {region_radius(cfg, budget.mode)}):\n",
+    out = [f"\nRounds ({cfg.strategy}, {budget}, radius {region_radius(cfg, query_mode(cfg, budget))}):\n",
            "| round | labeled pixels (% of target) | mIoU | seconds |", "|---:|---:|---:|---:|"]
     for r, pct, miou, sec in rows:
         out.append(f"| {r} | {pct:.3f} | {miou:.1f} | {'-' if sec is None else f'{sec:.0f}'} |")

@@ -24,9 +24,9 @@ from storage.labels import (
     submit_label,
 )
 from storage.queue import (
-    add_images, add_queries, add_round, available_queries, current_round, flag, get_image, get_query, get_round,
+    add_images, add_queries, add_round, answered_costs, available_queries, current_round, flag, get_image, get_query, get_round,
     holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, lease_query,
-    pending_count, round_queries, set_answers_needed, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, target_pixels,
+    pending_count, round_queries, set_answers_needed, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, spent_effort, target_pixels,
 )
 from storage.runs import (
     add_checkpoint, add_metric, last_run, latest_checkpoint, mark_step, metrics_table, set_run_config,
@@ -41,11 +41,11 @@ __all__ = [
     "encode_patch", "get_label", "image_labels",
     "image_points", "honeypot_scores", "import_labels", "label_mask", "label_versions", "labeled_pixel_count", "review", "review_rows", "save_label",
     "submit_label",
-    "add_images", "add_queries", "add_round", "available_queries", "current_round", "flag", "get_image",
+    "add_images", "add_queries", "add_round", "answered_costs", "available_queries", "current_round", "flag", "get_image",
     "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",
     "lease_image", "lease_next", "lease_query", "pending_count", "round_queries", "set_answers_needed", "query_kinds", "release", "renew",
     "requeue",
-    "round_progress", "set_round_status", "skip", "target_pixels",
+    "round_progress", "set_round_status", "skip", "spent_effort", "target_pixels",
     "add_checkpoint", "add_metric", "last_run", "latest_checkpoint", "mark_step", "metrics_table",
     "set_run_config", "set_run_status", "start_run", "step_done", "unmark_step",
 ]

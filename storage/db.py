@@ -177,11 +177,17 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta (key, value) VALUES ('app', ?), ('created', ?)", (APP_NAME, now_iso()))
 
 
+_BUDGET_UNITS = {"%": ("percent", 1.0), "px": ("pixels", 1.0), "click": ("clicks", 1.0), "clicks": ("clicks", 1.0),
+                 "s": ("seconds", 1.0), "sec": ("seconds", 1.0), "min": ("seconds", 60.0), "h": ("seconds", 3600.0)}
+
+
 def budget_parts(spec) -> tuple[str | None, float | None, str | None]:
     """A round's budget as stored: (spec text, value, unit). ``"2.2%"`` -> ("2.2%", 2.2, "percent")
     (percent of each target image's pixels over all rounds, RA); ``"40px"`` -> ("40px", 40.0, "pixels")
-    (pixels per target image over all rounds, PA); a bare float in (0, 1] (the pre-v2 REAL column, e.g.
-    0.022) -> ("2.2%", 2.2, "percent"); None -> (None, None, None). Raises StoreError for anything else."""
+    (pixels per target image over all rounds, PA); ``"200clicks"`` -> ("200clicks", 200.0, "clicks") and
+    ``"30min"`` -> ("30min", 1800.0, "seconds") (over the whole target pool and all rounds); a bare float
+    in (0, 1] (the pre-v2 REAL column, e.g. 0.022) -> ("2.2%", 2.2, "percent"); None -> (None, None, None).
+    Raises StoreError for anything else."""
     if spec is None:
         return None, None, None
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -189,11 +195,14 @@ def budget_parts(spec) -> tuple[str | None, float | None, str | None]:
             value = round(float(spec) * 100, 9)
             return f"{value:g}%", value, "percent"
         raise StoreError(f"budget {spec!r}: a bare number must be a fraction in (0, 1]")
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|px)\s*", str(spec), re.IGNORECASE)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|px|clicks?|sec|s|min|h)\s*", str(spec), re.IGNORECASE)
     if not m:
-        raise StoreError(f"budget {spec!r}: expected '<P>%' or '<N>px'")
-    value, unit = float(m.group(1)), "percent" if m.group(2) == "%" else "pixels"
-    return (f"{value:g}%" if unit == "percent" else f"{value:g}px"), value, unit
+        raise StoreError(f"budget {spec!r}: expected '<P>%', '<N>px', '<N>clicks' or a time such as 30min")
+    suffix = m.group(2).lower()
+    unit, factor = _BUDGET_UNITS[suffix]
+    value = float(m.group(1))
+    text = {"percent": "%", "pixels": "px", "clicks": "clicks"}.get(unit, suffix)
+    return f"{value:g}{text}", value * factor, unit
 
 
 def _migration_2(conn: sqlite3.Connection) -> None:
@@ -201,7 +210,7 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     column; keep the spec text, its value and unit in their own columns (budget itself stays, unused)."""
     conn.execute("ALTER TABLE rounds ADD COLUMN budget_spec TEXT")     # '2.2%' or '40px', as given
     conn.execute("ALTER TABLE rounds ADD COLUMN budget_value REAL")    # 2.2 (percent) or 40 (pixels)
-    conn.execute("ALTER TABLE rounds ADD COLUMN budget_unit TEXT")     # 'percent' | 'pixels' (per target image)
+    conn.execute("ALTER TABLE rounds ADD COLUMN budget_unit TEXT")     # 'percent' | 'pixels' (per target image) | 'clicks' | 'seconds' (pool)
     for rid, budget in conn.execute("SELECT id, budget FROM rounds WHERE budget IS NOT NULL").fetchall():
         try:
             spec, value, unit = budget_parts(budget)
@@ -238,10 +247,23 @@ def _migration_5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE queries ADD COLUMN answers_needed INTEGER NOT NULL DEFAULT 1")
 
 
+def _migration_6(conn: sqlite3.Connection) -> None:
+    """Query units and costs. ``queries.shape``: a superpixel query's shape, a PNG (encoded like
+    labels.patch) of its box, 1 = inside the superpixel, 0 = outside (NULL for square regions and
+    pixels; a 'region' with a shape is a superpixel, answered with one class for the shape's pixels);
+    ``area``: label pixels the query asks for (box area, shape pixels, 1 for a pixel); ``cost_s``: the
+    cost model's predicted human seconds when it was selected; ``features``: the cost model's input
+    (JSON list, in core.acquisition.cost.FEATURES order) the run refits the model on."""
+    conn.execute("ALTER TABLE queries ADD COLUMN shape BLOB")
+    conn.execute("ALTER TABLE queries ADD COLUMN area INTEGER")
+    conn.execute("ALTER TABLE queries ADD COLUMN cost_s REAL")
+    conn.execute("ALTER TABLE queries ADD COLUMN features TEXT")
+
+
 # Migration i (0-based) brings the schema from user_version i to i+1. Append only; never edit
 # a released migration.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4,
-                                                          _migration_5]
+                                                          _migration_5, _migration_6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -438,12 +438,14 @@ def image_labels(db: Database, image: int | str, include_rejected: bool = False)
     img = image_id(db, image)
     where = ("" if include_rejected else " AND l.review != 'rejected'") + " AND q.honeypot = 0"
     rows = list(db.query(
-        "SELECT l.id, l.query, l.annotator, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, l.patch, l.point_class, "
+        "SELECT l.id, l.query, l.annotator, q.kind, q.y0, q.x0, q.y1, q.x1, q.y, q.x, q.shape, l.patch, l.point_class, "
         "l.ms, l.edits, l.prefill, l.created, l.review, r.idx AS round FROM labels l JOIN queries q ON q.id = l.query "
         f"LEFT JOIN rounds r ON r.id = q.round WHERE q.image = ?{where} ORDER BY l.created, l.id", [img]))
     for r in rows:
         if r["patch"] is not None:
             r["patch"] = decode_patch(r["patch"])
+        if r["shape"] is not None:
+            r["shape"] = decode_patch(r["shape"]).astype(bool)
     return rows
 
 
@@ -494,12 +496,12 @@ def _compose(rows: list[dict], height: int, width: int) -> np.ndarray:
         if y0 >= y1 or x0 >= x1:
             continue
         dst = mask[y0:y1, x0:x1]
-        if r["patch"] is None:
-            dst[...] = r["point_class"]
-        else:
-            src = r["patch"][: y1 - y0, : x1 - x0]
-            keep = src != IGNORE
-            dst[keep] = src[keep]
+        src = np.full((y1 - y0, x1 - x0), r["point_class"], np.uint8) if r["patch"] is None \
+            else r["patch"][: y1 - y0, : x1 - x0]
+        keep = src != IGNORE if r["patch"] is not None else np.ones(src.shape, bool)
+        if r.get("shape") is not None:   # a superpixel: its answer holds for its own pixels only
+            keep &= r["shape"][: y1 - y0, : x1 - x0]
+        dst[keep] = src[keep]
     return mask
 
 
@@ -551,9 +553,12 @@ def answered_mask(db: Database, image: int | str, height: int, width: int) -> np
     """bool (height, width): pixels inside the image's answered ('done') queries, whatever the answer
     (a region answered as void is still spent: selection never picks inside it again)."""
     m = np.zeros((height, width), bool)
-    for q in db.query("SELECT kind, y0, x0, y1, x1, y, x FROM queries WHERE image = ? AND status = 'done' "
+    for q in db.query("SELECT kind, y0, x0, y1, x1, y, x, shape FROM queries WHERE image = ? AND status = 'done' "
                       "AND honeypot = 0", [image_id(db, image)]):   # honeypots do not spend the budget
-        if q["kind"] == "region":
+        if q["kind"] == "region" and q["shape"] is not None:   # a superpixel: its own pixels
+            dst = m[q["y0"]:q["y1"], q["x0"]:q["x1"]]
+            dst |= decode_patch(q["shape"]).astype(bool)[:dst.shape[0], :dst.shape[1]]
+        elif q["kind"] == "region":
             m[q["y0"]:q["y1"], q["x0"]:q["x1"]] = True
         else:
             m[q["y"], q["x"]] = True

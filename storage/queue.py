@@ -7,6 +7,7 @@ expired lease is as good as pending. Image ``height``/``width`` are label pixels
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -147,6 +148,21 @@ def _pick_values(kind: str, pick: Any) -> dict:
     if kind == "region" and not (out["y1"] > out["y0"] and out["x1"] > out["x0"]):
         raise InvalidInput(f"region box must have y1 > y0 and x1 > x0 (end-exclusive), got {pick!r}")
     out["score"] = None if p.get("score") is None else float(p["score"])
+    out["area"] = (out["y1"] - out["y0"]) * (out["x1"] - out["x0"]) if kind == "region" else 1
+    shape = p.get("shape")
+    if shape is not None:
+        if kind != "region":
+            raise InvalidInput(f"only a region query has a shape (a superpixel), got a {kind} pick")
+        shape = np.asarray(shape)
+        box = (out["y1"] - out["y0"], out["x1"] - out["x0"])
+        if shape.shape != box or not np.isin(shape, (0, 1)).all() or not shape.any():
+            raise InvalidInput(f"a superpixel's shape must be a 0/1 array of its box's size {box} with at least "
+                               f"one 1, got shape {shape.shape}")
+        out["shape"] = encode_patch(shape.astype(np.uint8))
+        out["area"] = int(np.count_nonzero(shape))
+    out["cost_s"] = None if p.get("cost_s") is None else float(p["cost_s"])
+    feats = p.get("features")
+    out["features"] = None if feats is None else json.dumps([round(float(v), 6) for v in feats])
     return out
 
 
@@ -155,7 +171,9 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
     """Add pending queries for one image in one transaction; returns their ids.
 
     ``picks``: for ``region`` tuples ``(y0, x0, y1, x1[, score])`` (end-exclusive box) or dicts
-    with those keys; for ``pixel`` tuples ``(y, x[, score])`` or dicts. Idempotent: a query with
+    with those keys; for ``pixel`` tuples ``(y, x[, score])`` or dicts. A dict may also give
+    ``shape`` (region only: a superpixel's 0/1 uint8 mask over its box), ``cost_s`` (predicted human
+    seconds) and ``features`` (the cost model's input, a list of floats). Idempotent: a query with
     the same round, image, kind and geometry is not added twice (its existing id is returned),
     so a resumed scoring step can simply re-add. ``truths`` (one per pick: a uint8 patch of the
     box's shape, or a pixel's class) makes them honeypots with that known answer.
@@ -186,9 +204,10 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
             geo = [v.get(c) for c in cols]
             cur = conn.execute(
                 "INSERT OR IGNORE INTO queries (image, round, kind, y0, x0, y1, x1, y, x, score, status, created, "
-                "honeypot, truth, truth_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                "honeypot, truth, truth_class, shape, area, cost_s, features) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
                 [img, round_id, kind, *geo, v["score"], created, int(truths is not None), v.get("truth"),
-                 v.get("truth_class")])
+                 v.get("truth_class"), v.get("shape"), v["area"], v["cost_s"], v["features"]])
             if cur.rowcount:
                 ids.append(cur.lastrowid)
             else:
@@ -212,12 +231,39 @@ def round_queries(db: Database, round_id: int, open_only: bool = False) -> list[
 
 
 def labeled_pixels(db: Database, run: int) -> int:
-    """Label pixels inside ``run``'s answered queries: a region's box area, one per pixel query
-    (honeypots are not part of the budget)."""
+    """Label pixels inside ``run``'s answered queries: a region's area (its box, or a superpixel's
+    shape), one per pixel query (honeypots are not part of the budget)."""
     return db.execute(
-        "SELECT coalesce(sum(CASE WHEN kind = 'region' THEN (y1 - y0) * (x1 - x0) ELSE 1 END), 0) "
+        "SELECT coalesce(sum(coalesce(area, CASE WHEN kind = 'region' THEN (y1 - y0) * (x1 - x0) ELSE 1 END)), 0) "
         "FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.status = 'done' AND q.honeypot = 0",
         [run]).fetchone()[0]
+
+
+def spent_effort(db: Database, run: int) -> dict:
+    """What ``run``'s answered queries cost so far (honeypots excluded): ``{"queries": answered queries
+    (= clicks of pixel and superpixel queries), "seconds": the live answers' logged human seconds
+    (labels.ms / 1000; the oracle logs its simulated seconds)}``. What a pooled budget has spent."""
+    n = db.execute("SELECT count(*) FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? "
+                   "AND q.status = 'done' AND q.honeypot = 0", [run]).fetchone()[0]
+    ms = db.execute("SELECT coalesce(sum(l.ms), 0) FROM labels l JOIN queries q ON q.id = l.query "
+                    "JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.honeypot = 0 AND l.review != 'rejected'",
+                    [run]).fetchone()[0]
+    return {"queries": int(n), "seconds": ms / 1000.0}
+
+
+def answered_costs(db: Database, run: int) -> list[dict]:
+    """``run``'s answered queries that carry cost-model features, with their live answers' time:
+    ``{"round" (number), "unit" ('square' | 'superpixel' | 'pixel'), "features" (list of floats),
+    "cost_s" (predicted seconds), "seconds" (logged, labels.ms / 1000)}``, in query order; what the
+    cost model refits on and is scored against."""
+    rows = db.query(
+        "SELECT r.idx, q.kind, q.shape IS NOT NULL AS sp, q.features, q.cost_s, sum(l.ms) AS ms FROM queries q "
+        "JOIN rounds r ON r.id = q.round JOIN labels l ON l.query = q.id AND l.review != 'rejected' "
+        "WHERE r.run = ? AND q.status = 'done' AND q.honeypot = 0 AND q.features IS NOT NULL "
+        "GROUP BY q.id ORDER BY q.id", [run])
+    return [{"round": r["idx"], "unit": "pixel" if r["kind"] == "pixel" else "superpixel" if r["sp"] else "square",
+             "features": json.loads(r["features"]), "cost_s": r["cost_s"], "seconds": r["ms"] / 1000.0}
+            for r in rows]
 
 
 def target_pixels(db: Database) -> int:

@@ -1,4 +1,6 @@
-"""Annotation budgets: ``"40px"`` (PA, pixels per image) or ``"2.2%"`` (RA, fraction of pixels).
+"""Annotation budgets: ``"40px"`` (PA, pixels per image), ``"2.2%"`` (RA, fraction of pixels), or human
+effort over the whole target pool: ``"200clicks"`` (clicks = pixel or superpixel queries) and
+``"30min"`` / ``"90s"`` / ``"1.5h"`` (human seconds).
 
 Budgets are defined at the resolution the labels are stored at (``H, W`` passed in).
 
@@ -18,7 +20,8 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Budget", "BudgetError", "check_budget", "parse_budget", "queries_per_round", "scale_budget"]
+__all__ = ["Budget", "BudgetError", "check_budget", "parse_budget", "pooled_round_budget", "queries_per_round",
+           "scale_budget"]
 
 
 class BudgetError(ValueError):
@@ -27,27 +30,48 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class Budget:
-    kind: str  # "pixel" (PA) or "region" (RA)
+    """``kind``: "pixel" (``pixels`` per image, PA), "region" (``fraction`` of each image's pixels, RA),
+    "clicks" (``amount`` clicks over the pool and all rounds) or "seconds" (``amount`` human seconds
+    over the pool and all rounds). The first two are per image; the last two are pool-wide (``pooled``)."""
+    kind: str
     pixels: int = 0  # per image, kind == "pixel"
     fraction: float = 0.0  # of all pixels, kind == "region" (0.022 for "2.2%")
+    amount: float = 0.0  # kind "clicks" (count) or "seconds"
 
     @property
     def mode(self) -> str:
-        return self.kind
+        """The query mode a per-image budget implies: "pixel" (PA) or "region" (RA, also superpixels)."""
+        return "pixel" if self.kind == "pixel" else "region"
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the budget is spent over the whole target pool (clicks, seconds), not per image."""
+        return self.kind in ("clicks", "seconds")
 
     def __str__(self) -> str:
         if self.kind == "pixel":
             return f"{self.pixels}px"
+        if self.kind == "clicks":
+            return f"{self.amount:g}clicks"
+        if self.kind == "seconds":
+            a = self.amount
+            return f"{a / 3600:g}h" if a >= 3600 and a % 360 == 0 else f"{a / 60:g}min" if a % 6 == 0 else f"{a:g}s"
         return f"{self.fraction * 100:g}%"
 
 
-_HELP = "expected '<N>px' (pixels per image, e.g. 40px) or '<P>%' (percent of pixels, 0 < P <= 100, e.g. 2.2%)"
+_HELP = ("expected '<N>px' (pixels per image, e.g. 40px), '<P>%' (percent of pixels, 0 < P <= 100, e.g. 2.2%), "
+         "'<N>clicks' (e.g. 200clicks) or human time over the pool (e.g. 30min, 90s, 1.5h)")
 _PX = re.compile(r"^\s*(\d+)\s*px\s*$", re.IGNORECASE)
 _PCT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*$")
+_CLICKS = re.compile(r"^\s*(\d+)\s*clicks?\s*$", re.IGNORECASE)
+_TIME = re.compile(r"^\s*((?:\d+(?:\.\d*)?|\.\d+))\s*(s|sec|min|h)\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
 
 
 def parse_budget(text) -> Budget:
-    """Parse ``"40px"`` -> Budget("pixel", pixels=40); ``"2.2%"`` -> Budget("region", fraction=0.022)."""
+    """Parse ``"40px"`` -> Budget("pixel", pixels=40); ``"2.2%"`` -> Budget("region", fraction=0.022);
+    ``"200clicks"`` -> Budget("clicks", amount=200); ``"30min"`` -> Budget("seconds", amount=1800) (units
+    s, sec, min, h). Raises BudgetError (one line, with the accepted forms) for anything else."""
     if isinstance(text, Budget):
         return text
     if not isinstance(text, str) or not text.strip():
@@ -64,6 +88,18 @@ def parse_budget(text) -> Budget:
         if not (0.0 < pct <= 100.0) or not math.isfinite(pct):
             raise BudgetError(f"invalid budget {text!r}: the percentage must be in (0, 100]")
         return Budget("region", fraction=pct / 100.0)
+    m = _CLICKS.match(text)
+    if m:
+        n = int(m.group(1))
+        if n <= 0:
+            raise BudgetError(f"invalid budget {text!r}: the click budget must be at least 1 click")
+        return Budget("clicks", amount=float(n))
+    m = _TIME.match(text)
+    if m:
+        sec = float(m.group(1)) * _SECONDS[m.group(2).lower()]
+        if not (sec > 0 and math.isfinite(sec)):
+            raise BudgetError(f"invalid budget {text!r}: the time budget must be more than 0 seconds")
+        return Budget("seconds", amount=sec)
     raise BudgetError(f"invalid budget {text!r}: {_HELP}")
 
 
@@ -81,6 +117,8 @@ def queries_per_round(budget, H: int, W: int, rounds: int, radius: int, *,
     official code: (640, 1280)); the total is then ``round(N * H*W / (h*w))``.
     """
     b = parse_budget(budget)
+    if b.pooled:
+        raise ValueError(f"budget {b} is spent over the whole pool, not per image: use pooled_round_budget")
     rounds = int(rounds)
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -106,6 +144,8 @@ def check_budget(budget, H: int, W: int, rounds: int, radius: int) -> None:
     with the smallest target image, before any work (the official code rounds each round up to one
     query instead, silently exceeding the budget)."""
     b = parse_budget(budget)
+    if b.pooled:
+        return
     if min(queries_per_round(b, H, W, rounds, radius)) > 0:
         return
     if b.kind == "pixel":
@@ -127,4 +167,17 @@ def scale_budget(budget, factor: float) -> Budget:
     b = parse_budget(budget)
     if b.kind == "pixel":
         return Budget("pixel", pixels=max(1, int(round(b.pixels * factor))))
+    if b.pooled:
+        return Budget(b.kind, amount=round(b.amount * factor, 9) if b.kind == "seconds" else float(round(b.amount * factor)))
     return Budget("region", fraction=min(1.0, round(b.fraction * factor, 12)))
+
+
+def pooled_round_budget(budget, rounds: int, rnd: int, spent: float) -> float:
+    """What round ``rnd`` (1-based) of ``rounds`` may spend of a pooled budget (clicks or seconds):
+    the budget's share up to and including this round, ``amount * rnd / rounds``, minus what earlier
+    rounds really spent (``spent``: answered clicks, or logged human seconds), never below 0. An
+    earlier round that took longer than predicted is paid back by the next ones."""
+    b = parse_budget(budget)
+    if not b.pooled:
+        raise ValueError(f"budget {b} is per image, not pooled")
+    return max(0.0, b.amount * int(rnd) / int(rounds) - float(spent))
