@@ -45,6 +45,13 @@ def cache(tmp_path_factory):
     (["--head", "unet"], "invalid choice"),
     (["--recipe", "gpu"], "invalid choice"),
     (["--method", "nope"], "unknown method"),
+    (["--budget", "0clicks"], "invalid budget"),
+    (["--budget", "3days"], "invalid budget"),
+    (["--budget", "40px", "--unit", "superpixel"], "only --unit pixel spends"),
+    (["--budget", "2.2%", "--unit", "pixel"], "pixel queries take"),
+    (["--budget", "200clicks", "--unit", "square"], "give squares a time"),
+    (["--superpixel-size", "2"], "--superpixel-size must be at least 4"),
+    (["--unit", "hexagon"], "invalid choice"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(tmp_path, capsys, args, msg):
     from app.cli import main
@@ -146,6 +153,57 @@ def test_region_budget_oracle_run_end_to_end(tmp_path, cache):
     # a second plain run refuses to overwrite; --resume of a finished run does nothing new
     again = launch([*TINY, "--workdir", str(w), "--budget", "2.2%", "--oracle"], cache)
     assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_superpixel_queries_and_a_time_budget_end_to_end(tmp_path, cache):
+    """--unit superpixel with a percentage: every query carries its SLIC shape, the oracle answers its
+    dominant class in one simulated click and only the shape's pixels are labeled; then squares under a
+    pooled time budget with --cost-aware: a round's predicted seconds fit what is left of the budget,
+    and the logged seconds are what the oracle's click rule gives."""
+    import numpy as np
+
+    import storage
+    from core.acquisition import SECONDS_PER_CLICK
+
+    w = tmp_path / "sp"
+    r = launch([*TINY, "--workdir", str(w), "--budget", "5%", "--unit", "superpixel", "--oracle", "--rounds", "1",
+                "--region-radius", "2"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    db = storage.open_store(w)
+    qs = list(db.query("SELECT q.*, i.name FROM queries q JOIN images i ON i.id = q.image"))
+    assert qs and all(q["shape"] is not None and q["kind"] == "region" for q in qs)
+    assert (w / "cache" / "superpixels" / "size25").is_dir()   # (2r+1)^2 = 25 px superpixels, cached
+    per_image = {}
+    for q in qs:
+        shape = storage.decode_patch(q["shape"]).astype(bool)
+        assert q["area"] == shape.sum()
+        per_image[q["name"]] = per_image.get(q["name"], 0) + q["area"]
+        lab = storage.label_mask(db, q["name"])[q["y0"]:q["y1"], q["x0"]:q["x1"]]
+        label = list(db.query("SELECT point_class, ms, edits FROM labels WHERE query = ?", [q["id"]]))[0]
+        assert label["edits"] == 1 and label["ms"] == round(SECONDS_PER_CLICK * 1000)
+        assert (lab[shape] == label["point_class"]).all() or label["point_class"] == 255
+    for area in per_image.values():   # about 5 % of each 64x128 image, within one superpixel
+        assert abs(area - 0.05 * 64 * 128) <= 3 * 25 + 40, per_image
+    assert storage.labeled_pixels(db, 1) == sum(per_image.values())
+
+    w2 = tmp_path / "time"
+    r = launch([*TINY, "--workdir", str(w2), "--budget", "4min", "--unit", "square", "--cost-aware", "--oracle",
+                "--rounds", "2", "--region-radius", "2"], cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    db = storage.open_store(w2)
+    spent = 0.0
+    for rnd in (1, 2):
+        rid = db.execute("SELECT id FROM rounds WHERE idx = ?", [rnd]).fetchone()[0]
+        qs = list(db.query("SELECT q.cost_s, q.features, l.ms FROM queries q JOIN labels l ON l.query = q.id "
+                           "WHERE q.round = ?", [rid]))
+        assert qs and all(q["features"] and q["cost_s"] > 0 for q in qs)
+        left = 240 * rnd / 2 - spent
+        assert sum(q["cost_s"] for q in qs) <= left + 1e-6
+        spent += sum(q["ms"] for q in qs) / 1000
+        assert all(q["ms"] % round(SECONDS_PER_CLICK * 1000) == 0 for q in qs)   # whole simulated clicks
+    metrics = {(m["round"], k): v for m in storage.metrics_table(db, 1) for k, v in m.items()}
+    assert np.isclose(metrics[(2, "seconds_spent")], spent)
+    assert metrics[(2, "cost_mae_s")] >= 0
 
 
 def test_pixel_budget_oracle_run(tmp_path, cache):

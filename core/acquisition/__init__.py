@@ -8,7 +8,7 @@ from .acquire import POOL_CANDIDATES, STRATEGIES, UNITS, acquire, pick_queries, 
 from .baselines import ent_score, rand_score, sconf_score
 from .budget import (Budget, BudgetError, check_budget, parse_budget, pooled_round_budget, queries_per_round,
                      scale_budget)
-from .cost import CostModel, region_clicks, seconds_of_clicks
+from .cost import SECONDS_PER_CLICK, CostModel, region_clicks, seconds_of_clicks
 from .superpixel import slic_segments
 from .confidence import (
     CRA_ENT_THRESH,
@@ -27,7 +27,7 @@ from ._util import dilate_square
 
 __all__ = [
     "STRATEGIES", "acquire", "score_map", "UNITS", "POOL_CANDIDATES", "pick_queries", "pool_select",
-    "CostModel", "region_clicks", "seconds_of_clicks", "slic_segments", "pooled_round_budget",
+    "SECONDS_PER_CLICK", "CostModel", "region_clicks", "seconds_of_clicks", "slic_segments", "pooled_round_budget",
     "ent_score", "rand_score", "sconf_score",
     "Budget", "BudgetError", "check_budget", "parse_budget", "queries_per_round", "scale_budget",
     "CRA_ENT_THRESH", "CRA_RARE_FACTOR", "CRA_RARE_PCT", "ClassEntropyStats", "confidence_maps",

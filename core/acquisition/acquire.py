@@ -69,8 +69,8 @@ def pick_queries(prob, labeled, unit: str, strategy: str, radius: int, *, n: int
         strategy: a name in STRATEGIES.
         radius: r of the square regions, and of PA's suppression square and impurity window.
         n: queries wanted (square, pixel, or superpixel); ``pixels``: superpixels until about this
-            many label pixels. Neither: the image's candidates for a pooled budget (every free
-            superpixel, or ``POOL_CANDIDATES`` squares/pixels).
+            many label pixels. Neither: the image's best ``POOL_CANDIDATES`` candidates for a pooled
+            budget, chosen over the pool by :func:`pool_select`.
         cost_model: core.acquisition.cost.CostModel; None = the default model.
         cost_aware: rank by score per predicted second instead of by score.
         segments: (H, W) int superpixel ids (unit "superpixel").
@@ -98,7 +98,8 @@ def pick_queries(prob, labeled, unit: str, strategy: str, radius: int, *, n: int
         feats = segment_features(prob, seg)
         cost = cm.predict("superpixel", feats)
         key = s / cost if cost_aware else s
-        ids = select_segments(key, seg, labeled, n=n, pixels=pixels)
+        ids = select_segments(key, seg, labeled, n=POOL_CANDIDATES if n is None and pixels is None else n,
+                              pixels=pixels)
         picks = []
         for k in ids.tolist():
             box, shape = segment_box(seg, k)
