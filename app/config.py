@@ -165,9 +165,9 @@ class RunConfig:
     # -- active learning
     budget: str | None = opt("2.2%", "annotation budget over all rounds: per target image '40px' (pixel-based, PA) "
                              "or '2.2%%' (of its pixels, in regions, RA); or human effort over the whole target pool: "
-                             "'200clicks' (pixel or superpixel queries) or time such as '30min', '90s', '1.5h' (the "
-                             "cost model's predicted seconds, charged with the logged ones); 'none': only the warm-up "
-                             "runs", "active learning")
+                             "'200clicks' (pixel or superpixel queries) or time such as '30min', '90s', '1.5h'; '/round' "
+                             "(e.g. '20min/round') per round instead of in total (the cost model's predicted seconds, charged "
+                             "with the logged ones); 'none': only the warm-up runs", "active learning")
     rounds: int = opt(5, "selection rounds; the budget is split evenly (as RIPU)", "active learning", metavar="N")
     budget_rounds: int | None = opt(None, "the rounds --budget was given for, when --resume --rounds extended the "
                                     "run (each round keeps budget / budget_rounds); None = rounds",

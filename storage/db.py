@@ -185,7 +185,8 @@ def budget_parts(spec) -> tuple[str | None, float | None, str | None]:
     """A round's budget as stored: (spec text, value, unit). ``"2.2%"`` -> ("2.2%", 2.2, "percent")
     (percent of each target image's pixels over all rounds, RA); ``"40px"`` -> ("40px", 40.0, "pixels")
     (pixels per target image over all rounds, PA); ``"200clicks"`` -> ("200clicks", 200.0, "clicks") and
-    ``"30min"`` -> ("30min", 1800.0, "seconds") (over the whole target pool and all rounds); a bare float
+    ``"30min"`` -> ("30min", 1800.0, "seconds") (over the whole target pool and all rounds; ``"30min/round"``
+    -> ("30min/round", 1800.0, "seconds/round") per round); a bare float
     in (0, 1] (the pre-v2 REAL column, e.g. 0.022) -> ("2.2%", 2.2, "percent"); None -> (None, None, None).
     Raises StoreError for anything else."""
     if spec is None:
@@ -195,13 +196,17 @@ def budget_parts(spec) -> tuple[str | None, float | None, str | None]:
             value = round(float(spec) * 100, 9)
             return f"{value:g}%", value, "percent"
         raise StoreError(f"budget {spec!r}: a bare number must be a fraction in (0, 1]")
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|px|clicks?|sec|s|min|h)\s*", str(spec), re.IGNORECASE)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|px|clicks?|sec|s|min|h)\s*(/\s*round)?\s*", str(spec), re.IGNORECASE)
     if not m:
         raise StoreError(f"budget {spec!r}: expected '<P>%', '<N>px', '<N>clicks' or a time such as 30min")
     suffix = m.group(2).lower()
     unit, factor = _BUDGET_UNITS[suffix]
     value = float(m.group(1))
     text = {"percent": "%", "pixels": "px", "clicks": "clicks"}.get(unit, suffix)
+    if m.group(3):
+        if unit not in ("clicks", "seconds"):
+            raise StoreError(f"budget {spec!r}: only clicks and time budgets can be given per round")
+        return f"{value:g}{text}/round", value * factor, unit + "/round"
     return f"{value:g}{text}", value * factor, unit
 
 

@@ -44,6 +44,10 @@ def test_budgets_in_clicks_and_time_parse_and_spread_over_rounds():
     assert pooled_round_budget("30min", 3, 2, 700) == 500
     assert pooled_round_budget("30min", 3, 2, 1500) == 0
     assert scale_budget("30min", 2).amount == 3600
+    per = parse_budget("20min/round")   # per round: the share grows by the whole amount each round
+    assert per.per_round and str(per) == "20min/round" and scale_budget(per, 2) == per
+    assert pooled_round_budget(per, 3, 2, 1000) == 2 * 1200 - 1000
+    assert storage.db.budget_parts("20min/round") == ("20min/round", 1200.0, "seconds/round")
 
 
 def test_slic_superpixels_of_a_real_target_image(real_image):

@@ -1,6 +1,7 @@
 """Annotation budgets: ``"40px"`` (PA, pixels per image), ``"2.2%"`` (RA, fraction of pixels), or human
 effort over the whole target pool: ``"200clicks"`` (clicks = pixel or superpixel queries) and
-``"30min"`` / ``"90s"`` / ``"1.5h"`` (human seconds).
+``"30min"`` / ``"90s"`` / ``"1.5h"`` (human seconds), in total over the rounds or, with ``/round``
+(``"20min/round"``), per round.
 
 Budgets are defined at the resolution the labels are stored at (``H, W`` passed in).
 
@@ -37,6 +38,7 @@ class Budget:
     pixels: int = 0  # per image, kind == "pixel"
     fraction: float = 0.0  # of all pixels, kind == "region" (0.022 for "2.2%")
     amount: float = 0.0  # kind "clicks" (count) or "seconds"
+    per_round: bool = False  # a pooled amount given per round ("20min/round"), not over all rounds
 
     @property
     def mode(self) -> str:
@@ -51,11 +53,13 @@ class Budget:
     def __str__(self) -> str:
         if self.kind == "pixel":
             return f"{self.pixels}px"
+        per = "/round" if self.per_round else ""
         if self.kind == "clicks":
-            return f"{self.amount:g}clicks"
+            return f"{self.amount:g}clicks{per}"
         if self.kind == "seconds":
             a = self.amount
-            return f"{a / 3600:g}h" if a >= 3600 and a % 360 == 0 else f"{a / 60:g}min" if a % 6 == 0 else f"{a:g}s"
+            t = f"{a / 3600:g}h" if a >= 3600 and a % 360 == 0 else f"{a / 60:g}min" if a % 6 == 0 else f"{a:g}s"
+            return t + per
         return f"{self.fraction * 100:g}%"
 
 
@@ -63,15 +67,15 @@ _HELP = ("expected '<N>px' (pixels per image, e.g. 40px), '<P>%' (percent of pix
          "'<N>clicks' (e.g. 200clicks) or human time over the pool (e.g. 30min, 90s, 1.5h)")
 _PX = re.compile(r"^\s*(\d+)\s*px\s*$", re.IGNORECASE)
 _PCT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*$")
-_CLICKS = re.compile(r"^\s*(\d+)\s*clicks?\s*$", re.IGNORECASE)
-_TIME = re.compile(r"^\s*((?:\d+(?:\.\d*)?|\.\d+))\s*(s|sec|min|h)\s*$", re.IGNORECASE)
+_CLICKS = re.compile(r"^\s*(\d+)\s*clicks?\s*(/\s*round)?\s*$", re.IGNORECASE)
+_TIME = re.compile(r"^\s*((?:\d+(?:\.\d*)?|\.\d+))\s*(s|sec|min|h)\s*(/\s*round)?\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
 
 
 def parse_budget(text) -> Budget:
     """Parse ``"40px"`` -> Budget("pixel", pixels=40); ``"2.2%"`` -> Budget("region", fraction=0.022);
     ``"200clicks"`` -> Budget("clicks", amount=200); ``"30min"`` -> Budget("seconds", amount=1800) (units
-    s, sec, min, h). Raises BudgetError (one line, with the accepted forms) for anything else."""
+    s, sec, min, h); a ``/round`` suffix (``"20min/round"``) sets ``per_round``. Raises BudgetError (one line, with the accepted forms) for anything else."""
     if isinstance(text, Budget):
         return text
     if not isinstance(text, str) or not text.strip():
@@ -93,13 +97,13 @@ def parse_budget(text) -> Budget:
         n = int(m.group(1))
         if n <= 0:
             raise BudgetError(f"invalid budget {text!r}: the click budget must be at least 1 click")
-        return Budget("clicks", amount=float(n))
+        return Budget("clicks", amount=float(n), per_round=bool(m.group(2)))
     m = _TIME.match(text)
     if m:
         sec = float(m.group(1)) * _SECONDS[m.group(2).lower()]
         if not (sec > 0 and math.isfinite(sec)):
             raise BudgetError(f"invalid budget {text!r}: the time budget must be more than 0 seconds")
-        return Budget("seconds", amount=sec)
+        return Budget("seconds", amount=sec, per_round=bool(m.group(3)))
     raise BudgetError(f"invalid budget {text!r}: {_HELP}")
 
 
@@ -167,17 +171,21 @@ def scale_budget(budget, factor: float) -> Budget:
     b = parse_budget(budget)
     if b.kind == "pixel":
         return Budget("pixel", pixels=max(1, int(round(b.pixels * factor))))
-    if b.pooled:
+    if b.pooled:   # a per-round amount grows with the rounds by itself
+        if b.per_round:
+            return b
         return Budget(b.kind, amount=round(b.amount * factor, 9) if b.kind == "seconds" else float(round(b.amount * factor)))
     return Budget("region", fraction=min(1.0, round(b.fraction * factor, 12)))
 
 
 def pooled_round_budget(budget, rounds: int, rnd: int, spent: float) -> float:
     """What round ``rnd`` (1-based) of ``rounds`` may spend of a pooled budget (clicks or seconds):
-    the budget's share up to and including this round, ``amount * rnd / rounds``, minus what earlier
-    rounds really spent (``spent``: answered clicks, or logged human seconds), never below 0. An
-    earlier round that took longer than predicted is paid back by the next ones."""
+    the budget's share up to and including this round, ``amount * rnd / rounds`` (``amount * rnd`` for a
+    per-round budget), minus what earlier rounds really spent (``spent``: answered clicks, or logged
+    human seconds), never below 0. An earlier round that took longer than predicted is paid back by the
+    next ones."""
     b = parse_budget(budget)
     if not b.pooled:
         raise ValueError(f"budget {b} is per image, not pooled")
-    return max(0.0, b.amount * int(rnd) / int(rounds) - float(spent))
+    share = b.amount * int(rnd) if b.per_round else b.amount * int(rnd) / int(rounds)
+    return max(0.0, share - float(spent))
