@@ -165,7 +165,7 @@ class RunConfig:
     # -- active learning
     budget: str | None = opt("2.2%", "annotation budget over all rounds: per target image '40px' (pixel-based, PA) "
                              "or '2.2%%' (of its pixels, in regions, RA); or human effort over the whole target pool: "
-                             "'200clicks' (pixel or superpixel queries) or time such as '30min', '90s', '1.5h'; '/round' "
+                             "'200clicks' (pixel or superpixel queries; a drawn answer counts its strokes) or time such as '30min', '90s', '1.5h'; '/round' "
                              "(e.g. '20min/round') per round instead of in total (the cost model's predicted seconds, charged "
                              "with the logged ones); 'none': only the warm-up runs", "active learning")
     rounds: int = opt(5, "selection rounds; the budget is split evenly (as RIPU)", "active learning", metavar="N")
@@ -309,6 +309,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         if b.kind == "clicks" and unit == "square":
             raise ConfigError(f"--budget {b}: a square region takes as many clicks as it has class boundaries, "
                               "so clicks budget pixel or superpixel queries; give squares a time (e.g. 30min)")
+        if unit != "superpixel" and (cfg.superpixel_size is not None or cfg.oracle_answer != "dominant"):
+            flag = "--superpixel-size" if cfg.superpixel_size is not None else "--oracle-answer"
+            raise ConfigError(f"{flag} is about superpixel queries, and this run asks {unit} queries: add "
+                              "--unit superpixel or drop it")
+        if unit == "superpixel" and cfg.honeypot_rate:
+            raise ConfigError("--honeypot-rate makes square or pixel honeypots, which would stand out among "
+                              "superpixel queries: drop it with --unit superpixel")
     if cfg.superpixel_size is not None and cfg.superpixel_size < 4:
         raise ConfigError(f"--superpixel-size must be at least 4 pixels (got {cfg.superpixel_size})")
     from core.methods import build_methods

@@ -223,7 +223,8 @@ class Ranks:
 def segments_for(cfg: RunConfig, name: str, image: np.ndarray, H: int, W: int, cache: Path | None) -> np.ndarray:
     """The (H, W) int32 SLIC superpixels of a target image at its label resolution (core.acquisition.
     superpixel), read from / written to ``cache`` (``workdir/cache/superpixels/size<S>/<name>.png``,
-    uint16; rank 0 only) when given: computed once per run, whatever the rounds."""
+    uint16) when given: rank 0 computes them once per run; other torchrun ranks (no cache) again
+    each round."""
     import cv2
 
     size = superpixel_size(cfg)
@@ -265,13 +266,13 @@ def score_one(model, target, db, cfg: RunConfig, budget, rnd: int, i: int, devic
     unit = query_unit(cfg.unit, budget)
     radius = region_radius(cfg, query_mode(cfg, budget))
     n = pixels = None
-    if unit == "superpixel" and budget.kind == "region":
-        pixels = H * W * budget.fraction / cfg.rounds
+    labeled = storage.label_mask(db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
+    asked = storage.answered_mask(db, s["name"], H, W) if rnd > 1 else np.zeros((H, W), bool)
+    labeled |= asked   # also never re-pick inside earlier queries whose answer was void
+    if unit == "superpixel" and budget.kind == "region":   # the share up to this round, less what was asked
+        pixels = H * W * budget.fraction * rnd / cfg.rounds - np.count_nonzero(asked)
     elif not budget.pooled:
         n = queries_per_round(budget, H, W, cfg.rounds, radius)[rnd - 1]
-    labeled = storage.label_mask(db, s["name"], H, W) != 255 if rnd > 1 else np.zeros((H, W), bool)
-    if rnd > 1:   # also never re-pick inside earlier queries whose answer was void
-        labeled |= storage.answered_mask(db, s["name"], H, W)
     segments = segments_for(cfg, s["name"], s["image"], H, W, cache) if unit == "superpixel" else None
     prob = predict_logits(model, s["image"], (H, W), window=cfg.infer_window, device=device,
                           adjust=adjust).softmax(0).cpu().numpy().astype(np.float32)
@@ -419,8 +420,11 @@ class ActiveSession:
             if key not in RESUME_APPLIES and hasattr(cfg, key):
                 setattr(cfg, key, value)
         extend = None
+        defaults = RunConfig()
         for key, value in sorted(new.items()):
-            if key in RESUME_APPLIES or key not in stored or value == stored[key]:
+            if key not in stored:   # an option newer than the run: the run was made with its default
+                stored[key] = getattr(defaults, key)
+            if key in RESUME_APPLIES or value == stored[key]:
                 continue
             flag = "--" + key.replace("_", "-")
             if key == "rounds" and value > stored[key]:
@@ -493,7 +497,15 @@ class ActiveSession:
                               "has none (no masks/ folder): label in the browser (drop --oracle), or add the masks")
         if self.budget is not None and sizes:
             h, w = min(sizes.values(), key=lambda hw: hw[0] * hw[1])
-            check_budget(self.budget, h, w, self.cfg.rounds, region_radius(self.cfg, query_mode(self.cfg, self.budget)))
+            if query_unit(self.cfg.unit, self.budget) == "superpixel" and self.budget.kind == "region":
+                size, px = superpixel_size(self.cfg), h * w * self.budget.fraction / self.cfg.rounds
+                if px < size / 2:
+                    raise ConfigError(f"--budget {self.budget} of a {h}x{w} target image is {px:.0f} px per round, "
+                                      f"less than half a {size}-px superpixel: use a smaller --superpixel-size, a "
+                                      "larger --budget or fewer --rounds")
+            else:
+                check_budget(self.budget, h, w, self.cfg.rounds,
+                             region_radius(self.cfg, query_mode(self.cfg, self.budget)))
         if not getattr(self.val, "has_labels", True) and not self.quiet:
             print(f"note: the target val split of {self.cfg.target} has no masks, so mIoU cannot be measured "
                   "(shown as nan)")
@@ -571,8 +583,7 @@ class ActiveSession:
     # -- one round ---------------------------------------------------------------------------
     def fit_cost_model(self, rnd: int) -> CostModel:
         """The cost model for round ``rnd``'s selection: the default, refitted per unit on this run's
-        answers of earlier rounds (their logged seconds); the held-out error of the previous round's
-        predictions goes to the metrics (``cost_mae_s``: median absolute error in seconds)."""
+        answers of earlier rounds (their logged seconds, one sample per answer)."""
         cm = CostModel()
         rows = [r for r in storage.answered_costs(self.db, self.run_id) if r["round"] < rnd]
         for unit in {r["unit"] for r in rows}:
@@ -581,8 +592,11 @@ class ActiveSession:
         return cm
 
     def record_cost_error(self, rnd: int) -> None:
-        """Metric ``cost_mae_s`` of round ``rnd``: median |predicted - logged| seconds of its answers,
-        predicted before they were asked (by the model fitted on earlier rounds only)."""
+        """Metrics of round ``rnd`` (once): ``cost_mae_s``, the median |predicted - logged| seconds of its
+        answers, predicted before they were asked (by the model fitted on earlier rounds only), and
+        ``seconds_spent``, the run's logged seconds so far."""
+        if any(m["round"] == rnd and "cost_mae_s" in m for m in storage.metrics_table(self.db, self.run_id)):
+            return
         rows = [r for r in storage.answered_costs(self.db, self.run_id) if r["round"] == rnd and r["cost_s"] is not None]
         if rows:
             err = median_abs_error([r["cost_s"] for r in rows], [r["seconds"] for r in rows])
@@ -625,7 +639,7 @@ class ActiveSession:
         if self.budget.pooled:
             spent = storage.spent_effort(self.db, self.run_id)
             by = self.budget.kind
-            left = pooled_round_budget(self.budget, self.cfg.rounds, rnd, spent["queries" if by == "clicks" else by])
+            left = pooled_round_budget(self.budget, self.cfg.rounds, rnd, spent[by])
             chosen: dict[int, list] = {}
             for i, p in pool_select(candidates, left, by):
                 chosen.setdefault(i, []).append(p)
@@ -762,6 +776,7 @@ class ActiveSession:
             round_id = storage.add_round(self.db, self.run_id, rnd, budget=str(self.budget), strategy=self.cfg.strategy)
             if self.done(f"round{rnd}.train"):
                 miou = self.evaluate(rnd, f"round {rnd}")
+                self.record_cost_error(rnd)
                 stored = next((m for m in storage.metrics_table(self.db, self.run_id) if m["round"] == rnd), {})
                 rows.append((rnd, stored.get("labeled_pct", self.labeled_pct()), miou, None))
                 continue

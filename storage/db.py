@@ -203,10 +203,12 @@ def budget_parts(spec) -> tuple[str | None, float | None, str | None]:
     unit, factor = _BUDGET_UNITS[suffix]
     value = float(m.group(1))
     text = {"percent": "%", "pixels": "px", "clicks": "clicks"}.get(unit, suffix)
+    if unit in ("clicks", "seconds"):   # the spec text as given, to its 12 significant digits
+        value = float(f"{value:.12g}")
+        return (f"{value:.12g}{text}" + ("/round" if m.group(3) else ""), value * factor,
+                unit + ("/round" if m.group(3) else ""))
     if m.group(3):
-        if unit not in ("clicks", "seconds"):
-            raise StoreError(f"budget {spec!r}: only clicks and time budgets can be given per round")
-        return f"{value:g}{text}/round", value * factor, unit + "/round"
+        raise StoreError(f"budget {spec!r}: only clicks and time budgets can be given per round")
     return f"{value:g}{text}", value * factor, unit
 
 

@@ -83,8 +83,9 @@ def add_round(db: Database, run: int | None, index: int, budget: str | float | N
               strategy: str | None = None) -> int:
     """Create round ``index`` of ``run`` (idempotent: an existing one is returned); returns its id.
     The round number is stored in column ``idx`` (``index`` is an SQL keyword). ``budget``: the run's
-    budget spec ("2.2%", "40px"; see ``db.budget_parts``), stored as ``budget_spec`` text with its
-    ``budget_value`` and ``budget_unit`` ('percent' of each image's pixels | 'pixels' per image).
+    budget spec ("2.2%", "40px", "200clicks", "30min", "20min/round"; see ``db.budget_parts``), stored as
+    ``budget_spec`` text with its ``budget_value`` and ``budget_unit`` ('percent' of each image's pixels |
+    'pixels' per image | 'clicks' | 'seconds' over the pool, or per round with '/round').
     Raises StoreError for a malformed budget."""
     spec, value, unit = budget_parts(budget)
     with immediate(db) as conn:
@@ -160,6 +161,10 @@ def _pick_values(kind: str, pick: Any) -> dict:
                                f"one 1, got shape {shape.shape}")
         out["shape"] = encode_patch(shape.astype(np.uint8))
         out["area"] = int(np.count_nonzero(shape))
+        # its first pixel in raster order: disjoint superpixels never share it, so two with the same box
+        # stay two queries under the geometry's unique index
+        sy, sx = np.argwhere(shape)[0]
+        out["y"], out["x"] = out["y0"] + int(sy), out["x0"] + int(sx)
     out["cost_s"] = None if p.get("cost_s") is None else float(p["cost_s"])
     feats = p.get("features")
     out["features"] = None if feats is None else json.dumps([round(float(v), 6) for v in feats])
@@ -172,7 +177,8 @@ def add_queries(db: Database, round_id: int | None, image: int | str, kind: str,
 
     ``picks``: for ``region`` tuples ``(y0, x0, y1, x1[, score])`` (end-exclusive box) or dicts
     with those keys; for ``pixel`` tuples ``(y, x[, score])`` or dicts. A dict may also give
-    ``shape`` (region only: a superpixel's 0/1 uint8 mask over its box), ``cost_s`` (predicted human
+    ``shape`` (region only: a superpixel's 0/1 uint8 mask over its box; its ``y, x`` are then set to the
+    superpixel's first pixel in raster order), ``cost_s`` (predicted human
     seconds) and ``features`` (the cost model's input, a list of floats). Idempotent: a query with
     the same round, image, kind and geometry is not added twice (its existing id is returned),
     so a resumed scoring step can simply re-add. ``truths`` (one per pick: a uint8 patch of the
@@ -240,27 +246,27 @@ def labeled_pixels(db: Database, run: int) -> int:
 
 
 def spent_effort(db: Database, run: int) -> dict:
-    """What ``run``'s answered queries cost so far (honeypots excluded): ``{"queries": answered queries
-    (= clicks of pixel and superpixel queries), "seconds": the live answers' logged human seconds
-    (labels.ms / 1000; the oracle logs its simulated seconds)}``. What a pooled budget has spent."""
-    n = db.execute("SELECT count(*) FROM queries q JOIN rounds r ON r.id = q.round WHERE r.run = ? "
-                   "AND q.status = 'done' AND q.honeypot = 0", [run]).fetchone()[0]
-    ms = db.execute("SELECT coalesce(sum(l.ms), 0) FROM labels l JOIN queries q ON q.id = l.query "
-                    "JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.honeypot = 0 AND l.review != 'rejected'",
-                    [run]).fetchone()[0]
-    return {"queries": int(n), "seconds": ms / 1000.0}
+    """What ``run``'s answers cost so far (honeypots excluded; rejected answers included: their time was
+    spent): ``{"clicks": the answers' edit operations, at least one per answer (a pixel or a superpixel
+    answered with one class is 1; a drawn region its strokes, or the oracle's simulated clicks), "seconds":
+    the logged human seconds (labels.ms / 1000; the oracle logs its simulated seconds)}``. What a pooled
+    budget has spent."""
+    clicks, ms = db.execute(
+        "SELECT coalesce(sum(max(1, l.edits)), 0), coalesce(sum(l.ms), 0) FROM labels l JOIN queries q ON q.id = l.query "
+        "JOIN rounds r ON r.id = q.round WHERE r.run = ? AND q.honeypot = 0", [run]).fetchone()
+    return {"clicks": int(clicks), "seconds": ms / 1000.0}
 
 
 def answered_costs(db: Database, run: int) -> list[dict]:
-    """``run``'s answered queries that carry cost-model features, with their live answers' time:
+    """Every answer (label, rejected ones included) to ``run``'s queries that carry cost-model features:
     ``{"round" (number), "unit" ('square' | 'superpixel' | 'pixel'), "features" (list of floats),
-    "cost_s" (predicted seconds), "seconds" (logged, labels.ms / 1000)}``, in query order; what the
-    cost model refits on and is scored against."""
+    "cost_s" (the query's predicted seconds), "seconds" (that answer's logged time, labels.ms / 1000)}``,
+    in query then label order; what the cost model refits on and is scored against (one answer, one
+    sample: a query two annotators answered gives two)."""
     rows = db.query(
-        "SELECT r.idx, q.kind, q.shape IS NOT NULL AS sp, q.features, q.cost_s, sum(l.ms) AS ms FROM queries q "
-        "JOIN rounds r ON r.id = q.round JOIN labels l ON l.query = q.id AND l.review != 'rejected' "
-        "WHERE r.run = ? AND q.status = 'done' AND q.honeypot = 0 AND q.features IS NOT NULL "
-        "GROUP BY q.id ORDER BY q.id", [run])
+        "SELECT r.idx, q.kind, q.shape IS NOT NULL AS sp, q.features, q.cost_s, l.ms FROM queries q "
+        "JOIN rounds r ON r.id = q.round JOIN labels l ON l.query = q.id "
+        "WHERE r.run = ? AND q.honeypot = 0 AND q.features IS NOT NULL ORDER BY q.id, l.id", [run])
     return [{"round": r["idx"], "unit": "pixel" if r["kind"] == "pixel" else "superpixel" if r["sp"] else "square",
              "features": json.loads(r["features"]), "cost_s": r["cost_s"], "seconds": r["ms"] / 1000.0}
             for r in rows]

@@ -50,8 +50,10 @@ def cache(tmp_path_factory):
     (["--budget", "40px", "--unit", "superpixel"], "only --unit pixel spends"),
     (["--budget", "2.2%", "--unit", "pixel"], "pixel queries take"),
     (["--budget", "200clicks", "--unit", "square"], "give squares a time"),
-    (["--superpixel-size", "2"], "--superpixel-size must be at least 4"),
+    (["--unit", "superpixel", "--superpixel-size", "2"], "--superpixel-size must be at least 4"),
     (["--unit", "hexagon"], "invalid choice"),
+    (["--oracle-answer", "exact"], "add --unit superpixel"),
+    (["--unit", "superpixel", "--honeypot-rate", "0.1"], "drop it with --unit superpixel"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(tmp_path, capsys, args, msg):
     from app.cli import main
@@ -203,7 +205,10 @@ def test_superpixel_queries_and_a_time_budget_end_to_end(tmp_path, cache):
         assert all(q["ms"] % round(SECONDS_PER_CLICK * 1000) == 0 for q in qs)   # whole simulated clicks
     metrics = {(m["round"], k): v for m in storage.metrics_table(db, 1) for k, v in m.items()}
     assert np.isclose(metrics[(2, "seconds_spent")], spent)
-    assert metrics[(2, "cost_mae_s")] >= 0
+    rid = db.execute("SELECT id FROM rounds WHERE idx = 2").fetchone()[0]
+    errors = [abs(q["cost_s"] - q["ms"] / 1000) for q in db.query(
+        "SELECT q.cost_s, l.ms FROM queries q JOIN labels l ON l.query = q.id WHERE q.round = ?", [rid])]
+    assert metrics[(2, "cost_mae_s")] == pytest.approx(float(np.median(errors)), rel=1e-6)
 
 
 def test_pixel_budget_oracle_run(tmp_path, cache):

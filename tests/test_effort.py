@@ -210,7 +210,7 @@ def test_superpixel_queries_in_the_store(tmp_path):
     assert (mask[2:5, 2:6][shape == 1] == 7).all() and (mask[2:5, 2:6][shape == 0] == 255).all()
     assert storage.answered_mask(db, "a", 8, 8).sum() == 6
     assert storage.labeled_pixels(db, run) == 6
-    assert storage.spent_effort(db, run) == {"queries": 1, "seconds": 3.5}
+    assert storage.spent_effort(db, run) == {"clicks": 1, "seconds": 3.5}
     rows = storage.answered_costs(db, run)
     assert rows == [{"round": 1, "unit": "superpixel", "features": [1, 0.06, 1, 0, 0.2], "cost_s": 1.75,
                      "seconds": 3.5}]
@@ -218,3 +218,24 @@ def test_superpixel_queries_in_the_store(tmp_path):
     storage.save_label(db, qid, "ann", patch=patch, ms=1000, edits=3)
     mask = storage.label_mask(db, "a")
     assert (mask[2:5, 2:6][shape == 1] == 4).all() and (mask[2:5, 2:6][shape == 0] == 255).all()
+    assert storage.spent_effort(db, run) == {"clicks": 4, "seconds": 4.5}   # an edit adds its time and edits
+    # two superpixels with the same box stay two queries (their first pixels differ)
+    other = np.zeros((3, 4), np.uint8)
+    other[0, :] = other[:, 0] = 1
+    q2, q2again = storage.add_queries(db, rid, "a", "region", [dict(y0=2, x0=2, y1=5, x1=6, shape=other),
+                                                               dict(y0=2, x0=2, y1=5, x1=6, shape=other)])
+    assert q2 not in (qid, sq) and q2 == q2again
+    # overlap: a second annotator's answer is one more sample and its time and click are spent
+    storage.set_answers_needed(db, [q2], 2)
+    storage.save_label(db, q2, "ann", point_class=1, ms=2000, edits=1)
+    storage.save_label(db, q2, "bob", point_class=1, ms=2000, edits=1)
+    assert storage.spent_effort(db, run) == {"clicks": 6, "seconds": 8.5}
+    assert [r["seconds"] for r in storage.answered_costs(db, run)] == [4.5]   # q2 carries no features
+
+
+def test_pooled_budget_text_survives_the_store_at_any_size():
+    for text in ("1000000s", "1234567clicks", "166.666666667s", "20min/round"):
+        b = parse_budget(text)
+        spec, value, unit = storage.db.budget_parts(str(b))
+        assert value == pytest.approx(b.amount, rel=1e-11) and parse_budget(spec).amount == pytest.approx(b.amount)
+        assert unit.startswith(b.kind)

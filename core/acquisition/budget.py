@@ -55,10 +55,11 @@ class Budget:
             return f"{self.pixels}px"
         per = "/round" if self.per_round else ""
         if self.kind == "clicks":
-            return f"{self.amount:g}clicks{per}"
-        if self.kind == "seconds":
+            return f"{self.amount:.12g}clicks{per}"
+        if self.kind == "seconds":   # 12 significant digits: the text parses back to the same amount
             a = self.amount
-            t = f"{a / 3600:g}h" if a >= 3600 and a % 360 == 0 else f"{a / 60:g}min" if a % 6 == 0 else f"{a:g}s"
+            t = (f"{a / 3600:.12g}h" if a >= 3600 and a % 360 == 0 else f"{a / 60:.12g}min" if a % 6 == 0
+                 else f"{a:.12g}s")
             return t + per
         return f"{self.fraction * 100:g}%"
 

@@ -4,8 +4,9 @@
 Superpixels for Active Learning in Semantic Segmentation with Realistic Annotation Costs", CVPR 2021,
 their official ``compute_anno_cost.py``): a pixel query or a superpixel answered with its dominant
 class is one click; a region drawn exactly (a square, or a superpixel answered "mixed" / with
-``--oracle-answer exact``) costs one click per connected class component inside it, plus one per
-place where a class boundary crosses the region's edge, plus the polygon vertices inside it. Our
+``--oracle-answer exact``) costs one click per connected class component inside it, plus the polygon
+vertices inside it, plus (a square only) one per place where a class boundary crosses its edge (a
+superpixel's edge follows image edges and is shown, so nothing is clicked along it). Our
 ground truth has no polygons, so the vertices are those of ``cv2.approxPolyDP`` (epsilon 1 label
 pixel) of every component's outer contour, counted where they lie strictly inside the region.
 Seconds = clicks x ``SECONDS_PER_CLICK`` = 1.75 s: Papadopoulos et al. ("Extreme clicking for

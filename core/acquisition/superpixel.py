@@ -97,8 +97,8 @@ def select_segments(order_score: np.ndarray, segments: np.ndarray, labeled: np.n
     """Superpixel ids to ask, best first: those with no pixel in ``labeled`` (bool (H, W)), in
     descending ``order_score`` (float (K,), NaN/-inf never picked; ties to the smaller id). Stops at
     ``n`` superpixels, or at ``pixels`` label pixels (the next superpixel is taken while that brings
-    the total closer to ``pixels``); with neither, every free superpixel is returned (the candidates
-    of a pool-wide budget). Returns int64 (k,)."""
+    the total closer to ``pixels``; the first one is always taken); with neither, every free
+    superpixel. Returns int64 (k,)."""
     seg = np.asarray(segments)
     score = np.asarray(order_score, dtype=np.float64)
     K = score.size
