@@ -364,6 +364,25 @@ def test_resume_of_a_run_made_by_the_old_model_is_one_line(tmp_path, capsys):
     assert storage.last_run(storage.open_store(w))["status"] == "running"
 
 
+def test_resume_refuses_a_unit_the_run_predates(tmp_path, capsys):
+    """A run stored before --unit existed asked the default unit: --resume --unit superpixel would switch
+    units mid-run, so it is refused by name (one line, exit 2) before any work."""
+    import storage
+    from app.cli import main
+    from app.config import RunConfig
+
+    w = tmp_path / "old"
+    db = storage.open_store(w)
+    old = {k: v for k, v in RunConfig(workdir=str(w)).to_dict().items()
+           if k not in ("unit", "superpixel_size", "cost_aware", "oracle_answer")}
+    storage.start_run(db, old)
+    db.conn.close()
+    rc = main(["--workdir", str(w), "--resume", "--unit", "superpixel"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--unit superpixel" in err and "was made with --unit auto" in err
+
+
 def test_gpu_page_commands_are_valid(tmp_path):
     """Every launch.py command of docs/GPU.md (plain or under torchrun) parses and validates with the
     CLI's own parser: a renamed or removed option fails here."""
