@@ -24,7 +24,7 @@ import pandas as pd
 import storage
 from core.data.labels import CITYSCAPES19, IGNORE, SYNTHIA16, LabelSpace
 from annotator.canvas_pixel import pixel_canvas
-from annotator.canvas_region import region_canvas
+from annotator.canvas_region import query_shape, region_canvas
 from annotator.context import AnnotatorContext, AnnotatorError, username
 from annotator.provider import Provider
 from annotator.status import RunStatus, progress_markdown
@@ -151,12 +151,34 @@ def _round_row(ctx: AnnotatorContext) -> dict | None:
 
 
 def _budget_text(r) -> str:
-    """A round row's budget for people: '2.2% of pixels' (RA) or '40 px per image' (PA)."""
-    if r["budget_unit"] == "percent":
+    """A round row's budget for people: '2.2% of pixels' (RA), '40 px per image' (PA), '200 clicks'
+    or '30 min of annotation' (over the pool and all rounds; '... per round' for a '/round' budget)."""
+    unit = r["budget_unit"] or ""
+    per = " per round" if unit.endswith("/round") else ""
+    unit = unit.removesuffix("/round")
+    if unit == "percent":
         return f"{r['budget_value']:g}% of pixels"
-    if r["budget_unit"] == "pixels":
+    if unit == "pixels":
         return f"{r['budget_value']:g} px per image"
+    if unit == "clicks":
+        return f"{r['budget_value']:g} clicks{per}"
+    if unit == "seconds":
+        return f"{r['budget_value'] / 60:g} min of annotation{per}"
     return "—"
+
+
+def superpixel_count(ctx: AnnotatorContext, round_id: int, total: int) -> int:
+    """How many of a round's ``total`` queries are superpixels (``--unit superpixel``: region queries
+    with a stored shape); read once per round and query count (selection adds a round's queries once)."""
+    return ctx.memo(f"round {round_id}", f"superpixels of {total}", lambda: sum(
+        q["kind"] == "region" and q["shape"] is not None for q in storage.round_queries(ctx.db, round_id)))
+
+
+def _queries_noun(ctx: AnnotatorContext, round_id: int) -> str:
+    """'superpixel queries' for a round of superpixels only, else 'queries'."""
+    total = sum(storage.query_kinds(ctx.db, round_id).values())
+    n = superpixel_count(ctx, round_id, total) if total else 0
+    return "superpixel queries" if n and n == total else "queries"
 
 
 def header_markdown(ctx: AnnotatorContext, user: str) -> str:
@@ -174,7 +196,8 @@ def header_markdown(ctx: AnnotatorContext, user: str) -> str:
     frac = done / total if total else 0.0
     mine = p["annotators"].get(user, 0)
     return (f"**Round {r['idx']}** ({r['status']}) · budget {_budget_text(r)} · "
-            f"**{done}/{total}** queries labeled `{_bar(frac)}` {frac * 100:.0f}% · pending {p['pending']} · "
+            f"**{done}/{total}** {_queries_noun(ctx, r['id'])} labeled `{_bar(frac)}` {frac * 100:.0f}% · "
+            f"pending {p['pending']} · "
             f"in progress {p['leased']} · skipped {p['skipped']} · flagged {p['flagged']} · "
             f"your labels: **{mine}** · {who}")
 
@@ -195,9 +218,13 @@ def round_markdown(ctx: AnnotatorContext) -> str:
         return "No annotation round yet."
     p = storage.round_progress(ctx.db, r["id"])
     kinds = storage.query_kinds(ctx.db, r["id"])
+    total = sum(kinds.values())
+    nsp = superpixel_count(ctx, r["id"], total) if total else 0
+    what = (f"{nsp} superpixel queries (one class each, or mixed)" if nsp and nsp == total else
+            (f"{nsp} superpixel, " if nsp else "") + f"{kinds.get('region', 0) - nsp} region and "
+            f"{kinds.get('pixel', 0)} pixel queries")
     return (f"### Round {r['idx']} — {r['status']}\n"
-            f"Strategy {r['strategy'] or '—'} · budget {_budget_text(r)} · "
-            f"{kinds.get('region', 0)} region and {kinds.get('pixel', 0)} pixel queries\n\n"
+            f"Strategy {r['strategy'] or '—'} · budget {_budget_text(r)} · {what}\n\n"
             f"Labeled **{p['done']}/{p['total']}** · pending {p['pending']} · in progress {p['leased']} · "
             f"skipped {p['skipped']} · flagged {p['flagged']} · time spent {p['ms'] / 60000:.1f} min")
 
@@ -316,14 +343,29 @@ def review_preview(ctx: AnnotatorContext, label_id: int) -> tuple[np.ndarray | N
         sub = patch[: min(y1, H) - y0, : min(x1, W) - x0]
         region = img[y0 - cy0:y0 - cy0 + sub.shape[0], x0 - cx0:x0 - cx0 + sub.shape[1]]
         keep = sub != IGNORE
+        full = query_shape(q)
+        shape = None if full is None else full[: sub.shape[0], : sub.shape[1]]
+        if shape is not None:   # a superpixel: its answer holds on its own pixels only
+            keep &= shape
+            region[~shape] *= 0.45
         region[keep] = 0.35 * region[keep] + 0.65 * pal[sub][keep]
         k = max(1, min(8, 400 // max(img.shape[:2])))
         out = np.repeat(np.repeat(img.astype(np.uint8), k, 0), k, 1)
         out = np.ascontiguousarray(out)
-        cv2.rectangle(out, ((x0 - cx0) * k, (y0 - cy0) * k), ((x1 - cx0) * k - 1, (y1 - cy0) * k - 1), (255, 40, 40), 1)
-        values, counts = np.unique(patch, return_counts=True)
+        if shape is not None:
+            big = np.zeros(out.shape[:2], np.uint8)
+            big[(y0 - cy0) * k:(y0 - cy0 + shape.shape[0]) * k, (x0 - cx0) * k:(x0 - cx0 + shape.shape[1]) * k] = \
+                np.repeat(np.repeat(shape.astype(np.uint8), k, 0), k, 1)
+            contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, (255, 235, 59), 1)
+        else:
+            cv2.rectangle(out, ((x0 - cx0) * k, (y0 - cy0) * k), ((x1 - cx0) * k - 1, (y1 - cy0) * k - 1),
+                          (255, 40, 40), 1)
+        values, counts = np.unique(patch if full is None else patch[full], return_counts=True)
         present = ", ".join(f"{names.get(int(v), 'void')}: {int(n)}" for v, n in zip(values, counts))
-        text = (f"Label {label_id} · region query {q['id']} on {name} · by {lab['annotator']} · {lab['review']} · "
+        what = "region" if shape is None else ("superpixel (one class)" if lab["patch"] is None else
+                                               "superpixel (mixed)")
+        text = (f"Label {label_id} · {what} query {q['id']} on {name} · by {lab['annotator']} · {lab['review']} · "
                 f"{present}")
     else:
         y, x, R = q["y"], q["x"], 16

@@ -8,6 +8,13 @@ size keys, eraser back to the prediction, undo/redo, overlay opacity, superpixel
 uncertainty x impurity heat map and CRA untrusted pixels. Only pixels inside the query box are
 editable and only they are sent and stored.
 
+Superpixel queries (``--unit superpixel``: a region query with a ``shape``, the superpixel's 0/1 mask
+over its box) open in one-class mode: the superpixel outlined, everything outside it dimmed, its
+pixels tinted with the pre-selected answer (the model's dominant predicted class inside the shape,
+or the annotator's saved class). One key answers the whole superpixel with one class
+(``point_class``); "Mixed" (M) switches to the region tools above, painting only inside the shape,
+and saves a patch that is 255 outside it.
+
 Server side: ``region_next`` / ``region_save`` / ``region_skip`` / ``region_open``. Every save
 carries its query id and goes through storage's ``submit_label``: idempotent per (query,
 annotator), and refused (one message, nothing stored) unless the caller may answer that query
@@ -22,6 +29,7 @@ import gradio as gr
 import numpy as np
 
 import storage
+from core.acquisition.superpixel import dominant_class
 from core.data.folder import resize_label
 from core.data.labels import IGNORE
 from annotator.canvas_common import JS_PRELUDE, classes_config, int_arg, set_aside, static_text, with_config
@@ -99,11 +107,14 @@ def build_region_task(ctx: AnnotatorContext, q: dict, user: str) -> dict:
     crop = view.image[cy0:cy1, cx0:cx1]
     pred = np.ascontiguousarray(view.prediction[cy0:cy1, cx0:cx1])
     init = pred.copy()
+    shape = query_shape(q)
     existing = storage.answer_of(db, q["id"], user)
     if existing is not None:  # re-opened: start from this annotator's saved answer
         patch = existing["patch"] if existing["patch"] is not None else \
             np.full((y1 - y0, x1 - x0), existing["point_class"], np.uint8)
-        init[by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0] = patch[: by1 - by0, : bx1 - bx0]
+        inner = init[by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0]
+        sub = patch[: by1 - by0, : bx1 - bx0]
+        inner[...] = sub if shape is None else np.where(shape[: by1 - by0, : bx1 - bx0], sub, inner)
     sp = superpixels_for(ctx.provider, view.name, (cy0, cx0, cy1, cx1))
     heat = None
     if view.heatmap is not None:
@@ -114,6 +125,24 @@ def build_region_task(ctx: AnnotatorContext, q: dict, user: str) -> dict:
     unt = None if view.untrusted is None else b64(view.untrusted[cy0:cy1, cx0:cx1].astype(np.uint8))
     score = q.get("score")
     rnd = q.get("round")
+    spq = None
+    if shape is not None:
+        cmask = np.zeros((cy1 - cy0, cx1 - cx0), np.uint8)
+        cmask[by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0] = shape[: by1 - by0, : bx1 - bx0]
+        inside = pred[cmask.astype(bool)]
+        values, counts = np.unique(inside, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        dominant = dominant_class(inside)
+        pick, mixed = dominant, False
+        if existing is not None:
+            pick = dominant if existing["point_class"] is None else int(existing["point_class"])
+            mixed = existing["patch"] is not None
+        spq = {"mask": b64(cmask), "area": int(cmask.sum()), "dominant": dominant, "pick": pick, "mixed": mixed,
+               "shares": [[int(values[i]), round(100.0 * counts[i] / max(1, inside.size), 1)] for i in order[:3]]}
+    if spq is not None:
+        what = f"superpixel of {spq['area']} px in a {y1 - y0}×{x1 - x0} box at (y={y0}, x={x0})"
+    else:
+        what = f"region {y1 - y0}×{x1 - x0} at (y={y0}, x={x0})"
     return {
         "qid": int(q["id"]),
         "image": view.name,
@@ -129,7 +158,8 @@ def build_region_task(ctx: AnnotatorContext, q: dict, user: str) -> dict:
         "untrusted": unt,
         "context": data_url(_context_image(ctx, view, (y0, x0, y1, x1)), "jpg", 88),
         "existing": existing is not None,
-        "info": (f"{view.name} · region {y1 - y0}×{x1 - x0} at (y={y0}, x={x0})"
+        "superpixel": spq,
+        "info": (f"{view.name} · {what}"
                  + (f" · score {score:.3g}" if isinstance(score, (int, float)) else "")
                  + (f" · round id {rnd}" if rnd is not None else "")),
     }
@@ -203,10 +233,21 @@ def _next_region(ctx: AnnotatorContext, user: str, prefetch: SuperpixelPrefetche
     return task
 
 
+def query_shape(q: dict) -> np.ndarray | None:
+    """A superpixel query's bool mask over its box (``queries.shape``), None for a square region."""
+    if q.get("shape") is None:
+        return None
+    shape = storage.decode_patch(q["shape"]).astype(bool)
+    if shape.shape != (q["y1"] - q["y0"], q["x1"] - q["x0"]):
+        raise ValueError(f"query {q['id']}: its superpixel shape {shape.shape} does not match its box")
+    return shape
+
+
 def decode_region_labels(ctx: AnnotatorContext, q: dict, data: dict) -> np.ndarray:
     """The (y1-y0, x1-x0) uint8 patch from a save request; raises ValueError when malformed.
-    The browser sends the editable (clipped) box; the rest of the box stays 255. Which class ids
-    may appear is checked by storage (``submit_label(classes=...)``)."""
+    The browser sends the editable (clipped) box; the rest of the box stays 255, and so do the pixels
+    of a superpixel's box outside its shape. Which class ids may appear is checked by storage
+    (``submit_label(classes=...)``)."""
     if q["kind"] != "region":
         raise ValueError(f"query {q['id']} is a {q['kind']} query, not a region")
     img = storage.get_image(ctx.db, q["image"])
@@ -224,6 +265,9 @@ def decode_region_labels(ctx: AnnotatorContext, q: dict, data: dict) -> np.ndarr
         raise ValueError(f"labels hold {len(raw)} values, expected {eh * ew}")
     patch = np.full((y1 - y0, x1 - x0), IGNORE, np.uint8)
     patch[:eh, :ew] = np.frombuffer(raw, np.uint8).reshape(eh, ew)
+    shape = query_shape(q)
+    if shape is not None:
+        patch[~shape] = IGNORE
     return patch
 
 
@@ -248,8 +292,13 @@ def make_region_functions(ctx: AnnotatorContext, prefetch: bool = True) -> list:
         try:
             qid = int_arg(data["query_id"], "query id")
             q = storage.get_query(ctx.db, qid)
-            patch = decode_region_labels(ctx, q, data)
-            storage.submit_label(ctx.db, qid, user, ctx.answer_round(), kind="region", patch=patch,
+            if data.get("point_class") is not None:   # a superpixel answered with one class
+                if q["kind"] != "region" or q.get("shape") is None:
+                    raise ValueError(f"query {qid} is not a superpixel: send its labels, not one class")
+                answer = {"point_class": int_arg(data["point_class"], "class")}
+            else:
+                answer = {"patch": decode_region_labels(ctx, q, data)}
+            storage.submit_label(ctx.db, qid, user, ctx.answer_round(), kind="region", **answer,
                                  ms=int(data.get("ms") or 0), classes=ctx.valid_classes,
                                  edits=int(data.get("edits") or 0), prefill=ctx.prefill_source())
         except storage.LeaseError as e:   # not theirs (anymore): say so and go on with their next task

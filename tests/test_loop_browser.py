@@ -8,6 +8,8 @@ Four real runs (tiny sizes), each stopped where the loop waits for people, with 
 - ``round2``  ``--rounds 2``: round 1's queries answered through storage (the model's prediction, as
               "accept as-is" would), "Finish round" pressed in the browser, the loop retrains and
               opens the annotator again for round 2
+- ``sp``      embedded data, ``--unit superpixel --budget 2.2%`` (superpixel queries): one answered
+              with one class key, one answered "Mixed" with a brush stroke
 
 On each, one query is answered with the keyboard and every tab (Regions, Pixels, Review, Round) is
 opened; the test fails on an error toast (even one that has gone again), Gradio's "Error"
@@ -215,6 +217,8 @@ def project(request, tmp_path_factory, cache, browser):
                 "--crop", "32x64", "--budget", "2.2%", "--rounds", "1", "--region-radius", "2"]
     elif name == "round2":
         args = [*SYNTH, "--budget", "2.2%", "--rounds", "2", "--region-radius", "2"]
+    elif name == "sp":     # superpixels of about 100 px: a few per image, smaller than their boxes
+        args = [*SYNTH, "--unit", "superpixel", "--budget", "2.2%", "--superpixel-size", "100", "--rounds", "1"]
     else:
         raise ValueError(name)
     proj = _start(tmp, name, args, cache)
@@ -431,3 +435,120 @@ def test_the_page_shows_the_run_from_its_first_second_and_switches_to_the_querie
         if proj.proc.poll() is None:
             proj.proc.kill()
             proj.proc.wait()
+
+
+def _class_key(position: int) -> str:
+    """The key Playwright presses for the class at ``position`` of the palette (1..9, 0, then Shift+1..0)."""
+    digit = str((position + 1) % 10) if position < 10 else str((position - 9) % 10)
+    return digit if position < 10 else f"Shift+Digit{digit}"
+
+
+def _shown_superpixel(page, db, workdir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The superpixel the canvas shows now: (its queries row, its shape (bool, box size), the model's
+    prediction over its box, from the round's cache)."""
+    import storage
+
+    root = page.locator("#region-canvas .ra-root")
+    q = storage.get_query(db, int(root.get_attribute("data-qid")))
+    assert q["shape"] is not None, q
+    name = storage.get_image(db, q["image"])["name"]
+    assert root.get_attribute("data-image") == name
+    with np.load(workdir / "cache" / "round1" / f"{name}.npz") as z:
+        pred = z["pred"][q["y0"]:q["y1"], q["x0"]:q["x1"]]
+    return q, storage.decode_patch(q["shape"]).astype(bool), pred
+
+
+@pytest.mark.parametrize("project", ["sp"], indirect=True)
+def test_superpixels_answered_with_one_key_and_as_mixed(project, page):
+    """A superpixel query opens in one-class mode (outline, outside dimmed, the model's dominant class
+    pre-selected); one class key stores that class for the whole superpixel (labels.point_class, one
+    edit). The next one, answered "Mixed" (M) with a brush stroke that runs out of the superpixel,
+    stores a patch that is 255 outside the shape, and the image's label mask is unchanged there."""
+    import storage
+    from core.acquisition.superpixel import dominant_class
+
+    console_errors = _open(page, project.url)
+    assert "superpixel queries labeled" in _header(page)
+    root = _canvas_settled(page, "region")
+    assert root.get_attribute("data-state") == "ready" and root.get_attribute("data-mode") == "one"
+    assert "superpixel of" in page.locator("#region-canvas .ra-info").inner_text()
+    db = storage.open_readonly(project.workdir)
+    try:
+        q1, shape1, pred1 = _shown_superpixel(page, db, project.workdir)
+        dominant = dominant_class(pred1[shape1])
+        assert int(root.get_attribute("data-pick")) == dominant         # the model's class, pre-selected
+        c1 = next(c for c in range(19) if c != dominant)                # a class key other than the guess
+        page.wait_for_timeout(300)
+        page.keyboard.press(_class_key(c1))
+        page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.saved === '1'",
+                               timeout=30_000)
+        _canvas_settled(page, "region")
+        lab1 = storage.answer_of(db, q1["id"], "local")
+        assert lab1 is not None and lab1["patch"] is None and lab1["point_class"] == c1, lab1
+        row1 = storage.get_label(db, lab1["id"])
+        assert row1["edits"] == 1 and row1["ms"] > 0 and row1["prefill"] == "warmup", row1
+
+        # the next one: Mixed, brush in a class the model predicts nowhere in the box, one stroke from a
+        # pixel of the superpixel to a pixel of its box outside it
+        assert root.get_attribute("data-mode") == "one"
+        q2, shape2, pred2 = _shown_superpixel(page, db, project.workdir)
+        assert q2["id"] != q1["id"] and (~shape2).any()
+        page.keyboard.press("m")
+        assert root.get_attribute("data-mode") == "mixed"
+        c2 = next(c for c in range(19) if c not in set(pred2.ravel().tolist()) | {c1})
+        page.keyboard.press("b")
+        page.keyboard.press(_class_key(c2))
+        assert root.get_attribute("data-tool") == "brush" and int(root.get_attribute("data-cls")) == c2
+        inside = np.argwhere(shape2)
+        a = inside[len(inside) // 2]
+        outside = np.argwhere(~shape2)
+        b = outside[np.argmin(np.abs(outside - a).sum(1))]     # the nearest box pixel outside the superpixel
+        cy0, cx0, ch, cw = map(int, root.get_attribute("data-crop").split(","))
+        box = page.locator("#region-canvas .ra-zoom").bounding_box()
+
+        def at(yx):   # page coordinates of the centre of box pixel (y, x)
+            y, x = q2["y0"] + int(yx[0]) - cy0, q2["x0"] + int(yx[1]) - cx0
+            return box["x"] + (x + 0.5) * box["width"] / cw, box["y"] + (y + 0.5) * box["height"] / ch
+
+        page.mouse.move(*at(a))
+        page.mouse.down()
+        page.mouse.move(*at(b), steps=4)
+        page.mouse.up()
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.saved === '2'",
+                               timeout=30_000)
+        lab2 = storage.answer_of(db, q2["id"], "local")
+        assert lab2 is not None and lab2["point_class"] is None, lab2
+        patch = lab2["patch"]
+        assert (patch[~shape2] == 255).all()                          # nothing stored outside the superpixel
+        assert patch[tuple(a)] == c2 and (patch[shape2] != 255).all()  # the stroke, the prediction elsewhere
+        assert storage.get_label(db, lab2["id"])["edits"] >= 1
+        name = storage.get_image(db, q2["image"])["name"]
+        mask = storage.label_mask(db, name)[q2["y0"]:q2["y1"], q2["x0"]:q2["x1"]]
+        assert (mask[shape2] == patch[shape2]).all()
+        before = np.full(shape2.shape, 255, np.uint8)       # outside: only what other answers put there
+        if q1["image"] == q2["image"]:
+            sub = np.zeros(shape2.shape, bool)
+            ys, xs = slice(max(q1["y0"], q2["y0"]), min(q1["y1"], q2["y1"])), \
+                slice(max(q1["x0"], q2["x0"]), min(q1["x1"], q2["x1"]))
+            if ys.start < ys.stop and xs.start < xs.stop:
+                sub[ys.start - q2["y0"]:ys.stop - q2["y0"], xs.start - q2["x0"]:xs.stop - q2["x0"]] = \
+                    shape1[ys.start - q1["y0"]:ys.stop - q1["y0"], xs.start - q1["x0"]:xs.stop - q1["x0"]]
+            before[sub] = c1
+        assert (mask[~shape2] == before[~shape2]).all()
+    finally:
+        db.close()
+    page.get_by_role("tab", name="Review").click()     # the newest label, enlarged, says what it answered
+    page.locator("#review-refresh").click()
+    cell = page.locator("#review-table [role=gridcell]").first
+    cell.wait_for(timeout=30_000)
+    cell.click()
+    page.wait_for_function("() => (document.querySelector('#review-info')?.innerText || '').includes('Label ')",
+                           timeout=30_000)
+    assert f"superpixel (mixed) query {q2['id']}" in page.locator("#review-info").inner_text()
+    page.get_by_role("tab", name="Round").click()
+    page.locator("#round-refresh").click()
+    page.wait_for_function("() => /Labeled 2\\//.test(document.querySelector('#round-progress')?.innerText || '')",
+                           timeout=30_000)
+    assert "superpixel queries" in page.locator("#round-progress").inner_text()
+    assert_no_errors(page, project, console_errors)
