@@ -169,9 +169,8 @@ def _budget_text(r) -> str:
 
 def superpixel_count(ctx: AnnotatorContext, round_id: int, total: int) -> int:
     """How many of a round's ``total`` queries are superpixels (``--unit superpixel``: region queries
-    with a stored shape); read once per round and query count (selection adds a round's queries once)."""
-    return ctx.memo(f"round {round_id}", f"superpixels of {total}", lambda: sum(
-        q["kind"] == "region" and q["shape"] is not None for q in storage.round_queries(ctx.db, round_id)))
+    with a stored shape)."""
+    return storage.query_units(ctx.db, round_id).get("superpixel", 0) if total else 0
 
 
 def _queries_noun(ctx: AnnotatorContext, round_id: int) -> str:
@@ -320,7 +319,7 @@ def agreement_frame(ctx: AnnotatorContext) -> pd.DataFrame:
 
 def review_frame(ctx: AnnotatorContext, status: str) -> pd.DataFrame:
     rows = storage.review_rows(ctx.db, ctx.shown_round_id(), status)
-    cols = ["label", "query", "kind", "image", "annotator", "review", "ms", "created"]
+    cols = ["label", "query", "unit", "image", "annotator", "review", "ms", "created"]
     return pd.DataFrame([[r[k] for k in cols] for r in rows], columns=cols)
 
 

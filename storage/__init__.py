@@ -26,7 +26,7 @@ from storage.labels import (
 from storage.queue import (
     add_images, add_queries, add_round, answered_costs, available_queries, current_round, flag, get_image, get_query, get_round,
     holds, image_completion, image_id, image_sizes, labeled_pixels, lease_image, lease_next, lease_query,
-    pending_count, round_queries, set_answers_needed, query_kinds, release, renew, requeue, round_progress, set_round_status, skip, spent_effort, target_pixels,
+    pending_count, round_queries, set_answers_needed, query_kinds, query_units, release, renew, requeue, round_progress, set_round_status, skip, spent_effort, target_pixels,
 )
 from storage.runs import (
     add_checkpoint, add_metric, last_run, latest_checkpoint, mark_step, metrics_table, set_run_config,
@@ -43,7 +43,7 @@ __all__ = [
     "submit_label",
     "add_images", "add_queries", "add_round", "answered_costs", "available_queries", "current_round", "flag", "get_image",
     "get_query", "get_round", "holds", "image_completion", "image_id", "image_sizes", "labeled_pixels",
-    "lease_image", "lease_next", "lease_query", "pending_count", "round_queries", "set_answers_needed", "query_kinds", "release", "renew",
+    "lease_image", "lease_next", "lease_query", "pending_count", "round_queries", "set_answers_needed", "query_kinds", "query_units", "release", "renew",
     "requeue",
     "round_progress", "set_round_status", "skip", "spent_effort", "target_pixels",
     "add_checkpoint", "add_metric", "last_run", "latest_checkpoint", "mark_step", "metrics_table",

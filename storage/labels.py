@@ -590,8 +590,9 @@ def image_points(db: Database, annotator: str, image: int | str, round_id: int |
 
 
 def review_rows(db: Database, round_id: int | None = None, status: str = "pending", limit: int = 200) -> list[dict]:
-    """Labels to review, newest first: ``{"label", "query", "kind", "image", "annotator", "review",
-    "ms" (milliseconds spent), "created" (ISO time)}``; ``status`` 'pending' | 'approved' | 'rejected' | 'all'."""
+    """Labels to review, newest first: ``{"label", "query", "kind", "unit" ('square' | 'superpixel' |
+    'pixel'), "image", "annotator", "review", "ms" (milliseconds spent), "created" (ISO time)}``; ``status``
+    'pending' | 'approved' | 'rejected' | 'all'."""
     where, args = [], []
     if round_id is not None:
         where.append("q.round = ?")
@@ -601,7 +602,8 @@ def review_rows(db: Database, round_id: int | None = None, status: str = "pendin
         args.append(status)
     w = (" WHERE " + " AND ".join(where)) if where else ""
     return list(db.query(
-        "SELECT l.id AS label, l.query, q.kind, i.name AS image, l.annotator, l.review, l.ms, l.created "
+        "SELECT l.id AS label, l.query, q.kind, CASE WHEN q.kind = 'pixel' THEN 'pixel' WHEN q.shape IS NOT NULL "
+        "THEN 'superpixel' ELSE 'square' END AS unit, i.name AS image, l.annotator, l.review, l.ms, l.created "
         "FROM labels l JOIN queries q ON q.id = l.query JOIN images i ON i.id = q.image" + w +
         " ORDER BY l.created DESC, l.id DESC LIMIT ?", [*args, int(limit)]))
 

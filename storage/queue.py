@@ -119,6 +119,17 @@ def query_kinds(db: Database, round_id: int | None = None) -> dict[str, int]:
     return dict(db.execute(f"SELECT kind, count(*) FROM queries WHERE 1{f} GROUP BY kind", args).fetchall())
 
 
+_UNIT_SQL = "CASE WHEN kind = 'pixel' THEN 'pixel' WHEN shape IS NOT NULL THEN 'superpixel' ELSE 'square' END"
+
+
+def query_units(db: Database, round_id: int | None = None) -> dict[str, int]:
+    """``{unit: number of queries}`` of a round (every round when None), units 'square' | 'superpixel' |
+    'pixel' (a region query with a stored shape is a superpixel)."""
+    f, args = _filters(round_id, None)
+    return dict(db.execute(f"SELECT {_UNIT_SQL} AS unit, count(*) FROM queries WHERE 1{f} GROUP BY unit",
+                           args).fetchall())
+
+
 def set_round_status(db: Database, round_id: int, status: str) -> None:
     """Set a round's status: 'open' (answers taken), 'closed' ("Finish round" pressed: answers,
     skips and reviews of its queries are refused, in the same transaction as any write), 'done'
