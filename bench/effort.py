@@ -42,6 +42,7 @@ RUNS = {   # name -> (unit, cost-aware, oracle answer)
     "superpixel": ("superpixel", False, "dominant"),
     "superpixel+ca": ("superpixel", True, "dominant"),
     "superpixel-exact": ("superpixel", False, "exact"),
+    "superpixel-exact+ca": ("superpixel", True, "exact"),
     "pixel": ("pixel", False, "dominant"),
     "pixel+ca": ("pixel", True, "dominant"),
 }
