@@ -272,6 +272,16 @@ def _header(page) -> str:
     return text
 
 
+def _open_newest_review(page) -> None:
+    """On the Review tab: refresh, click the newest label and wait for its preview's text."""
+    page.locator("#review-refresh").click()
+    cell = page.locator("#review-table [role=gridcell]").first
+    cell.wait_for(timeout=30_000)
+    cell.click()
+    page.wait_for_function("() => (document.querySelector('#review-info')?.innerText || '').includes('Label ')",
+                           timeout=30_000)
+
+
 def assert_no_errors(page, project: Project, console_errors: list[str]) -> None:
     page.wait_for_timeout(500)   # let late responses land
     toasts = page.evaluate("window.__errorToasts || []") + page.locator(".toast-body.error").all_inner_texts()
@@ -310,12 +320,7 @@ def test_every_tab_of_a_project_the_loop_made(project, page):
         if tab in ("Regions", "Pixels"):
             _canvas_settled(page, "region" if tab == "Regions" else "pixel")
         elif tab == "Review":      # the label just made, with its preview
-            page.locator("#review-refresh").click()
-            cell = page.locator("#review-table [role=gridcell]").first
-            cell.wait_for(timeout=30_000)
-            cell.click()
-            page.wait_for_function("() => (document.querySelector('#review-info')?.innerText || '').includes('Label ')",
-                                   timeout=30_000)
+            _open_newest_review(page)
             assert page.locator("#review-preview img").count() == 1
             assert f"{exp['kind']} query" in page.locator("#review-info").inner_text()
             if honeypots:    # the honeypot scores: the careful annotator first, at 100 % pixel accuracy
@@ -539,12 +544,7 @@ def test_superpixels_answered_with_one_key_and_as_mixed(project, page):
     finally:
         db.close()
     page.get_by_role("tab", name="Review").click()     # the newest label, enlarged, says what it answered
-    page.locator("#review-refresh").click()
-    cell = page.locator("#review-table [role=gridcell]").first
-    cell.wait_for(timeout=30_000)
-    cell.click()
-    page.wait_for_function("() => (document.querySelector('#review-info')?.innerText || '').includes('Label ')",
-                           timeout=30_000)
+    _open_newest_review(page)
     assert f"superpixel (mixed) query {q2['id']}" in page.locator("#review-info").inner_text()
     page.get_by_role("tab", name="Round").click()
     page.locator("#round-refresh").click()
