@@ -16,16 +16,33 @@ import storage
 
 ORACLE = "oracle"
 ANSWERS = ("dominant", "exact")
+OUT_OF_TIME = "budget spent"
 
 
-def answer_round(db, round_id: int, gt_of, answer: str = "dominant") -> int:
-    """Label all pending queries of ``round_id``; ``gt_of(image_name) -> uint8 (H,W)``; ``answer``: how a
-    superpixel is answered ('dominant' class or 'exact' mask). Returns the count."""
+def answer_round(db, round_id: int, gt_of, answer: str = "dominant", limit: tuple[str, float] | None = None,
+                 cost_aware: bool = False) -> int:
+    """Label the pending queries of ``round_id``; ``gt_of(image_name) -> uint8 (H,W)``; ``answer``: how a
+    superpixel is answered ('dominant' class or 'exact' mask). Returns the count answered.
+
+    ``limit``: a pooled budget's allowance for this round, ``("seconds" | "clicks", amount)``: the
+    oracle then works as a person with a clock would, in the selection's ranking order (score, or score
+    per predicted second with ``cost_aware``), and stops once the simulated seconds (clicks) it spent
+    reach the amount; the queries left are skipped with the reason "budget spent" (they were asked
+    but not answered, and cost nothing)."""
     if answer not in ANSWERS:
         raise ValueError(f"oracle answer must be one of {ANSWERS}, got {answer!r}")
     rows = storage.round_queries(db, round_id, open_only=True)
+    if limit is not None:   # ranking order; images still read one at a time where the order allows
+        def rank(q):
+            s = q["score"] if q["score"] is not None else -np.inf
+            return s / q["cost_s"] if cost_aware and q["cost_s"] else s
+        rows = sorted(rows, key=lambda q: (-rank(q), q["id"]))
     cache: dict[str, np.ndarray] = {}
+    spent, answered = 0.0, 0
     for q in progress_bar(rows, desc="oracle answers", disable=not rows):
+        if limit is not None and spent >= limit[1]:
+            storage.skip(db, q["id"], ORACLE, OUT_OF_TIME)
+            continue
         if q["name"] not in cache:
             cache.clear()
             cache[q["name"]] = gt_of(q["name"])
@@ -42,5 +59,9 @@ def answer_round(db, round_id: int, gt_of, answer: str = "dominant") -> int:
                 clicks, kw = 1, dict(point_class=dominant_class(box[shape]))
             else:
                 clicks, kw = region_clicks(box, shape), dict(patch=np.where(shape, box, 255).astype(np.uint8))
-        storage.save_label(db, q["id"], ORACLE, ms=int(round(seconds_of_clicks(clicks) * 1000)), edits=clicks, **kw)
-    return len(rows)
+        ms = int(round(seconds_of_clicks(clicks) * 1000))
+        storage.save_label(db, q["id"], ORACLE, ms=ms, edits=clicks, **kw)
+        if not q["honeypot"]:   # honeypots are not part of the budget
+            spent += ms / 1000 if limit is not None and limit[0] == "seconds" else clicks
+        answered += 1
+    return answered

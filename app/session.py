@@ -243,6 +243,12 @@ def segments_for(cfg: RunConfig, name: str, image: np.ndarray, H: int, W: int, c
     return seg
 
 
+# With --oracle and a time budget, a round asks for this many times its predicted allowance; the oracle
+# answers in ranking order and stops when its simulated clock reaches the allowance (app/oracle.py), so a
+# run spends its budget whatever the cost model's error, as a person with a clock would.
+ORACLE_OVERSELECT = 1.5
+
+
 def query_mode(cfg: RunConfig, budget) -> str:
     """How the run's queries are stored: 'pixel' for pixel queries, 'region' for squares and superpixels."""
     return "pixel" if query_unit(cfg.unit, budget) == "pixel" else "region"
@@ -585,6 +591,8 @@ class ActiveSession:
         """The cost model for round ``rnd``'s selection: the default, refitted per unit on this run's
         answers of earlier rounds (their logged seconds, one sample per answer)."""
         cm = CostModel()
+        if self.cfg.oracle and self.cfg.oracle_answer == "exact":   # every superpixel is drawn, as a square is
+            cm.weights["superpixel"] = cm.weights["square"].copy()
         rows = [r for r in storage.answered_costs(self.db, self.run_id) if r["round"] < rnd]
         for unit in {r["unit"] for r in rows}:
             mine = [r for r in rows if r["unit"] == unit]
@@ -598,10 +606,9 @@ class ActiveSession:
         if any(m["round"] == rnd and "cost_mae_s" in m for m in storage.metrics_table(self.db, self.run_id)):
             return
         rows = [r for r in storage.answered_costs(self.db, self.run_id) if r["round"] == rnd and r["cost_s"] is not None]
-        if rows:
-            err = median_abs_error([r["cost_s"] for r in rows], [r["seconds"] for r in rows])
-            storage.add_metric(self.db, self.run_id, rnd, "cost_mae_s", err)
-            storage.add_metric(self.db, self.run_id, rnd, "seconds_spent", storage.spent_effort(self.db, self.run_id)["seconds"])
+        err = median_abs_error([r["cost_s"] for r in rows], [r["seconds"] for r in rows]) if rows else float("nan")
+        storage.add_metric(self.db, self.run_id, rnd, "cost_mae_s", err)
+        storage.add_metric(self.db, self.run_id, rnd, "seconds_spent", storage.spent_effort(self.db, self.run_id)["seconds"])
 
     def score_and_select(self, rnd: int, round_id: int) -> None:
         """Score every target-train image with the current model and add this round's queries (a pooled
@@ -640,6 +647,8 @@ class ActiveSession:
             spent = storage.spent_effort(self.db, self.run_id)
             by = self.budget.kind
             left = pooled_round_budget(self.budget, self.cfg.rounds, rnd, spent[by])
+            if self.cfg.oracle and by == "seconds":   # it stops at the budget: ask for more than predicted
+                left *= ORACLE_OVERSELECT
             chosen: dict[int, list] = {}
             for i, p in pool_select(candidates, left, by):
                 chosen.setdefault(i, []).append(p)
@@ -730,7 +739,13 @@ class ActiveSession:
         self.ranks.start("annotate", step=step)   # the other ranks wait until this step is marked
         if self.cfg.oracle:
             index = {n: i for i, n in enumerate(self.target.names)}
-            answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"], self.cfg.oracle_answer)
+            limit = None
+            if self.budget.pooled:   # the round's allowance, less nothing yet spent in it
+                by = self.budget.kind
+                limit = (by, pooled_round_budget(self.budget, self.cfg.rounds, rnd,
+                                                 storage.spent_effort(self.db, self.run_id)[by]))
+            answer_round(self.db, round_id, lambda name: self.target[index[name]]["label"], self.cfg.oracle_answer,
+                         limit=limit, cost_aware=self.cfg.cost_aware)
         elif self.server is not None:     # the run's annotator, open since the start
             self.server.open_round(self.target, rnd, round_id)
             self.server.wait_finished(round_id)

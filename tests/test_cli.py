@@ -196,13 +196,23 @@ def test_superpixel_queries_and_a_time_budget_end_to_end(tmp_path, cache):
     spent = 0.0
     for rnd in (1, 2):
         rid = db.execute("SELECT id FROM rounds WHERE idx = ?", [rnd]).fetchone()[0]
-        qs = list(db.query("SELECT q.cost_s, q.features, l.ms FROM queries q JOIN labels l ON l.query = q.id "
-                           "WHERE q.round = ?", [rid]))
+        qs = list(db.query("SELECT q.cost_s, q.features, q.status, q.reason, q.score, l.ms FROM queries q "
+                           "LEFT JOIN labels l ON l.query = q.id WHERE q.round = ?", [rid]))
         assert qs and all(q["features"] and q["cost_s"] > 0 for q in qs)
         left = 240 * rnd / 2 - spent
-        assert sum(q["cost_s"] for q in qs) <= left + 1e-6
-        spent += sum(q["ms"] for q in qs) / 1000
-        assert all(q["ms"] % round(SECONDS_PER_CLICK * 1000) == 0 for q in qs)   # whole simulated clicks
+        # the oracle is asked for 1.5x the predicted allowance, answers in score-per-second order and stops
+        # once its clock reaches the allowance: the rest is skipped, unanswered
+        assert sum(q["cost_s"] for q in qs) <= 1.5 * left + 1e-6
+        done = [q for q in qs if q["status"] == "done"]
+        rest = [q for q in qs if q["status"] != "done"]
+        assert all(q["status"] == "skipped" and q["reason"] == "budget spent" for q in rest)
+        used = sum(q["ms"] for q in done) / 1000
+        assert used - max(q["ms"] for q in done) / 1000 < left
+        if rest:
+            assert used >= left and min(q["score"] / q["cost_s"] for q in done) >= \
+                max(q["score"] / q["cost_s"] for q in rest) - 1e-9
+        spent += used
+        assert all(q["ms"] % round(SECONDS_PER_CLICK * 1000) == 0 for q in done)   # whole simulated clicks
     metrics = {(m["round"], k): v for m in storage.metrics_table(db, 1) for k, v in m.items()}
     assert np.isclose(metrics[(2, "seconds_spent")], spent)
     rid = db.execute("SELECT id FROM rounds WHERE idx = 2").fetchone()[0]
