@@ -9,9 +9,12 @@
 2. ``launch.py --budget 40px --rounds 1 --init <1's warmup.pt>`` (no second training); two thirds of
    the first image's points are answered with the keyboard from the target's ground truth, and the
    pixel canvas is saved as ``OUT/annotator_pixel.png``.
+3. ``launch.py --budget 2.2% --unit superpixel --rounds 1 --init <1's warmup.pt>``: the first superpixel
+   query as the page opens (outlined, the model's dominant class pre-selected) is saved as
+   ``OUT/annotator_superpixel.png``.
 
-Both runs live in a temporary folder and are stopped afterwards (about 4.5 min on the shared 2-core
-CPU with the defaults). Extra arguments after ``--`` go to both runs, e.g.
+All runs live in a temporary folder and are stopped afterwards (about 4.5 min on the shared 2-core
+CPU with the defaults, a minute more for the third). Extra arguments after ``--`` go to every run, e.g.
 ``-- --init runs/full/checkpoints/warmup.pt`` to show a fully trained model's predictions.
 """
 from __future__ import annotations
@@ -128,14 +131,22 @@ def pixel_shot(page, url: str, workdir: Path, cache_dir: str | None, out: Path) 
     _save(page.locator("#pixel-canvas"), out / "annotator_pixel.png")
 
 
+def superpixel_shot(page, url: str, out: Path) -> None:
+    page.goto(url)
+    page.wait_for_function("() => { const r = document.querySelector('#region-canvas .ra-root'); "
+                           "return r?.dataset.state === 'ready' && r.dataset.mode === 'one'; }", timeout=120_000)
+    page.wait_for_timeout(300)
+    _save(page.locator("#region-canvas"), out / "annotator_superpixel.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ROOT / "docs"), help="folder for the two PNGs (default: docs/)")
+    p.add_argument("--out", default=str(ROOT / "docs"), help="folder for the three PNGs (default: docs/)")
     p.add_argument("--iterations", type=int, default=200, help="warm-up iterations of the run (default: 200)")
     p.add_argument("--synth-counts", default="100,6,4", help="embedded data SOURCE,TRAIN,VAL (default: 100,6,4)")
     p.add_argument("--cache-dir", default=None, help="launch.py --cache-dir (default: its own)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each annotator")
-    p.add_argument("extra", nargs="*", help="after --: more launch.py options for both runs")
+    p.add_argument("extra", nargs="*", help="after --: more launch.py options for every run")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +169,11 @@ def main() -> None:
             pixel_shot(page, pa.wait_for_annotator(a.timeout), pa.workdir, a.cache_dir, out)
         finally:
             pa.stop()
+        sp = Run(tmp, "sp", [*common, "--budget", "2.2%", "--unit", "superpixel", *init], a.cache_dir)
+        try:
+            superpixel_shot(page, sp.wait_for_annotator(a.timeout), out)
+        finally:
+            sp.stop()
         browser.close()
 
 
