@@ -184,7 +184,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         for r in rows:
-            print(f"| {name} | {r['round']} | {r['seconds'] / 60:.1f} | {r['labeled']:.2f} | {extra[name]['noise']:.1f} "
+            print(f"| {name} | {r['round']} | {r['seconds'] / 60:.1f} | {r['labeled']:.3f} | {extra[name]['noise']:.1f} "
                   f"| {r['mae']:.2f} | {r['miou']:.1f} |")
     if a.plot:
         plot(results, warm_miou, a.plot, a.budget)
