@@ -172,8 +172,11 @@ def main():
                                    resume=w.exists(), **base)))
         rows = storage.metrics_table(s.db, s.run_id)
         warm_miou = rows[0]["miou"]
-        results[name] = [dict(round=r["round"], miou=r["miou"], seconds=r.get("seconds_spent", float("nan")),
-                              labeled=r["labeled_pct"], mae=r.get("cost_mae_s", float("nan"))) for r in rows[1:]]
+        def num(v):   # a metric stored as NaN reads back as None (SQL NULL)
+            return float("nan") if v is None else v
+
+        results[name] = [dict(round=r["round"], miou=r["miou"], seconds=num(r.get("seconds_spent")),
+                              labeled=r["labeled_pct"], mae=num(r.get("cost_mae_s"))) for r in rows[1:]]
         extra[name] = dict(noise=label_noise(s.db, s.target), queries=storage.query_kinds(s.db),
                            minutes=(time.time() - t0) / 60)
         print(f"{name}: {results[name]} {extra[name]}", flush=True)
