@@ -20,7 +20,7 @@ import storage
 from app.config import ConfigError, RunConfig, query_unit, shown
 from app.annotate import FINISH_GRACE_S, AnnotatorServer, serve
 from app.oracle import answer_round
-from core.acquisition import (ClassEntropyStats, CostModel, acquire, check_budget, cra_entropy, parse_budget,
+from core.acquisition import (ClassEntropyStats, CostModel, check_budget, cra_entropy, parse_budget,
                               pick_queries, pool_select, pooled_round_budget, queries_per_round, scale_budget,
                               slic_segments)
 from core.acquisition.cost import median_abs_error
@@ -130,24 +130,18 @@ def train_seed(cfg: RunConfig) -> int:
 
 
 
-def score_and_pick(model, image: np.ndarray, labeled: np.ndarray, n: int, strategy: str, mode: str, radius: int,
-                   window=None, device="cpu", adjust=None, rng=None):
-    """Score one target image and pick ``n`` queries: the one acquisition step of the loop (and of the
+def score_and_pick(model, image: np.ndarray, labeled: np.ndarray, unit: str, strategy: str, radius: int, *,
+                   window=None, device="cpu", adjust=None, **pick) -> tuple:
+    """Score one target image and pick its queries: the one acquisition step of the loop (and of the
     benches). ``image`` uint8 (h, w, 3); ``labeled`` bool (H, W) at the label resolution (never picked
-    again). Returns (softmax float32 (C, H, W), core.acquisition.acquire's dict, picks): picks are
-    (y0, x0, y1, x1, score) boxes clipped to the image (RA, end-exclusive) or (y, x, score) (PA)."""
+    again); ``unit`` square | pixel | superpixel; ``pick``: the rest of core.acquisition.pick_queries's
+    options (n, pixels, cost_model, cost_aware, segments, rng). Returns (softmax float32 (C, H, W), picks
+    (pick_queries's dicts, in ranking order), the strategy's (H, W) score map)."""
     H, W = labeled.shape
     prob = predict_logits(model, image, (H, W), window=window, device=device,
                           adjust=adjust).softmax(0).cpu().numpy().astype(np.float32)
-    res = acquire(prob, labeled, n, strategy, mode, radius, rng=rng)
-    picks = []
-    for y, x in res["picks"]:
-        score = float(res["score"][y, x])
-        if mode == "region":
-            picks.append((max(0, y - radius), max(0, x - radius), min(H, y + radius + 1), min(W, x + radius + 1), score))
-        else:
-            picks.append((int(y), int(x), score))
-    return prob, res, picks
+    picks, score = pick_queries(prob, labeled, unit, strategy, radius, **pick)
+    return prob, picks, score
 
 
 def region_radius(cfg: RunConfig, mode: str) -> int:
@@ -280,11 +274,10 @@ def score_one(model, target, db, cfg: RunConfig, budget, rnd: int, i: int, devic
     elif not budget.pooled:
         n = queries_per_round(budget, H, W, cfg.rounds, radius)[rnd - 1]
     segments = segments_for(cfg, s["name"], s["image"], H, W, cache) if unit == "superpixel" else None
-    prob = predict_logits(model, s["image"], (H, W), window=cfg.infer_window, device=device,
-                          adjust=adjust).softmax(0).cpu().numpy().astype(np.float32)
-    picks, score = pick_queries(prob, labeled, unit, cfg.strategy, radius, n=n, pixels=pixels, cost_model=cost,
-                                cost_aware=cfg.cost_aware, segments=segments,
-                                rng=np.random.default_rng([train_seed(cfg), rnd, i]))
+    prob, picks, score = score_and_pick(model, s["image"], labeled, unit, cfg.strategy, radius,
+                                        window=cfg.infer_window, device=device, adjust=adjust, n=n, pixels=pixels,
+                                        cost_model=cost, cost_aware=cfg.cost_aware, segments=segments,
+                                        rng=np.random.default_rng([train_seed(cfg), rnd, i]))
     stats = ClassEntropyStats(prob.shape[0])
     stats.update(prob)
     maps = dict(pred=prob.argmax(0).astype(np.uint8), score=score.astype(np.float16),

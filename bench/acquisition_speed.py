@@ -12,7 +12,7 @@ Reported time = best of ``--repeat`` runs (the machine may be shared: the table 
 process CPU time, summed over threads, and the load average).
 
 ``--pool N`` adds the loop's whole scoring step on a pool of N random images (the default model's
-forward + RIPU + greedy selection per image, ``app.session.score_and_pick``), sharded by image over
+forward + RIPU + greedy selection + the cost model's features per image, ``app.session.score_and_pick``), sharded by image over
 1 and 2 ranks (``--ranks``; gloo processes on the CPU, one per GPU with ``--device cuda``) exactly as
 the torchrun loop shards it: images per second and the ratio to one rank, in one run. Each CPU rank
 gets ``cores / ranks`` threads, so the ratio says what sharding buys on the same machine. On a GPU
@@ -93,7 +93,7 @@ def _pool_rank(rank: int, world: int, args, port: int, out) -> None:
     labeled = np.zeros((H, W), bool)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     with torch.no_grad(), amp:
-        score_and_pick(model, images[0], labeled, n, "ripu", "region", 1, device=device)   # warm-up
+        score_and_pick(model, images[0], labeled, "square", "ripu", 1, n=n, device=device)   # warm-up
         if world > 1:
             dist.barrier()
         if device.type == "cuda":
@@ -101,7 +101,7 @@ def _pool_rank(rank: int, world: int, args, port: int, out) -> None:
             torch.cuda.reset_peak_memory_stats(device)
         t = time.perf_counter()
         for i in range(rank, args.pool, world):
-            score_and_pick(model, images[i], labeled, n, "ripu", "region", 1, device=device)
+            score_and_pick(model, images[i], labeled, "square", "ripu", 1, n=n, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if world > 1:

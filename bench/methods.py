@@ -176,8 +176,11 @@ def ripu_oracle_labels(bench: Bench, warm_ckpt: Path, budget: str = "2.2%"):
         gt = s["label"]
         H, W = gt.shape
         n = queries_per_round(budget, H, W, 1, radius)[0]
-        newly = score_and_pick(model, s["image"], np.zeros((H, W), bool), n, "ripu", "region", radius,
-                               window=RunConfig().infer_window, device=device)[1]["newly"]
+        picks = score_and_pick(model, s["image"], np.zeros((H, W), bool), "square", "ripu", radius, n=n,
+                               window=RunConfig().infer_window, device=device)[1]
+        newly = np.zeros((H, W), bool)
+        for p in picks:
+            newly[p["y0"]:p["y1"], p["x0"]:p["x1"]] = True
         masks[i] = np.where(newly, gt, 255).astype(np.uint8)
         labeled += int(newly.sum())
         total += gt.size

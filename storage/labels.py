@@ -15,7 +15,7 @@ from sqlite_utils import Database
 
 from core.data.labels import IGNORE
 from storage.db import InvalidInput, LeaseError, StoreError, decode_patch, encode_patch, immediate, now_iso  # noqa: F401
-from storage.queue import _AVAILABLE, _check_not_held_by_other, image_id
+from storage.queue import _AVAILABLE, _UNIT_SQL, _check_not_held_by_other, image_id
 
 
 class AnswerRefused(LeaseError):
@@ -602,8 +602,8 @@ def review_rows(db: Database, round_id: int | None = None, status: str = "pendin
         args.append(status)
     w = (" WHERE " + " AND ".join(where)) if where else ""
     return list(db.query(
-        "SELECT l.id AS label, l.query, q.kind, CASE WHEN q.kind = 'pixel' THEN 'pixel' WHEN q.shape IS NOT NULL "
-        "THEN 'superpixel' ELSE 'square' END AS unit, i.name AS image, l.annotator, l.review, l.ms, l.created "
+        f"SELECT l.id AS label, l.query, q.kind, {_UNIT_SQL} AS unit, i.name AS image, l.annotator, l.review, l.ms, "
+        "l.created "
         "FROM labels l JOIN queries q ON q.id = l.query JOIN images i ON i.id = q.image" + w +
         " ORDER BY l.created DESC, l.id DESC LIMIT ?", [*args, int(limit)]))
 

@@ -119,14 +119,15 @@ def query_kinds(db: Database, round_id: int | None = None) -> dict[str, int]:
     return dict(db.execute(f"SELECT kind, count(*) FROM queries WHERE 1{f} GROUP BY kind", args).fetchall())
 
 
-_UNIT_SQL = "CASE WHEN kind = 'pixel' THEN 'pixel' WHEN shape IS NOT NULL THEN 'superpixel' ELSE 'square' END"
+# a query's unit from its row (alias q): a region with a stored shape is a superpixel
+_UNIT_SQL = "CASE WHEN q.kind = 'pixel' THEN 'pixel' WHEN q.shape IS NOT NULL THEN 'superpixel' ELSE 'square' END"
 
 
 def query_units(db: Database, round_id: int | None = None) -> dict[str, int]:
     """``{unit: number of queries}`` of a round (every round when None), units 'square' | 'superpixel' |
     'pixel' (a region query with a stored shape is a superpixel)."""
     f, args = _filters(round_id, None)
-    return dict(db.execute(f"SELECT {_UNIT_SQL} AS unit, count(*) FROM queries WHERE 1{f} GROUP BY unit",
+    return dict(db.execute(f"SELECT {_UNIT_SQL} AS unit, count(*) FROM queries q WHERE 1{f} GROUP BY unit",
                            args).fetchall())
 
 
@@ -275,11 +276,10 @@ def answered_costs(db: Database, run: int) -> list[dict]:
     in query then label order; what the cost model refits on and is scored against (one answer, one
     sample: a query two annotators answered gives two)."""
     rows = db.query(
-        "SELECT r.idx, q.kind, q.shape IS NOT NULL AS sp, q.features, q.cost_s, l.ms FROM queries q "
+        f"SELECT r.idx, {_UNIT_SQL} AS unit, q.features, q.cost_s, l.ms FROM queries q "
         "JOIN rounds r ON r.id = q.round JOIN labels l ON l.query = q.id "
         "WHERE r.run = ? AND q.honeypot = 0 AND q.features IS NOT NULL ORDER BY q.id, l.id", [run])
-    return [{"round": r["idx"], "unit": "pixel" if r["kind"] == "pixel" else "superpixel" if r["sp"] else "square",
-             "features": json.loads(r["features"]), "cost_s": r["cost_s"], "seconds": r["ms"] / 1000.0}
+    return [{"round": r["idx"], "unit": r["unit"], "features": json.loads(r["features"]), "cost_s": r["cost_s"], "seconds": r["ms"] / 1000.0}
             for r in rows]
 
 

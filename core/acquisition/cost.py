@@ -75,15 +75,12 @@ def square_features(prob, radius: int) -> np.ndarray:
     out = np.empty((H, W, len(FEATURES)), np.float32)
     out[..., 0] = 1.0
     out[..., 1] = n / 100.0
-    classes = np.zeros((H, W), np.float32)
-    for c in np.unique(pred).tolist():
-        m = (pred == c).view(np.uint8)
-        classes += box_sum(box_sum(m, r, axis=0, dtype=np.int32), r, axis=1, dtype=np.int32) > 0
-    out[..., 2] = classes
-    b = boundary_map(pred).view(np.uint8)
-    out[..., 3] = box_sum(box_sum(b, r, axis=0, dtype=np.int32), r, axis=1, dtype=np.int32) / 10.0
-    u = 1.0 - p1
-    out[..., 4] = box_sum(box_sum(u, r, axis=0, dtype=np.float32), r, axis=1, dtype=np.float32) / n
+    def window_sum(a, dtype):   # over the clipped square around every pixel
+        return box_sum(box_sum(a, r, axis=0, dtype=dtype), r, axis=1, dtype=dtype)
+
+    out[..., 2] = sum(window_sum((pred == c).view(np.uint8), np.int32) > 0 for c in np.unique(pred).tolist())
+    out[..., 3] = window_sum(boundary_map(pred).view(np.uint8), np.int32) / 10.0
+    out[..., 4] = window_sum(1.0 - p1, np.float32) / n
     return out
 
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .baselines import ent_score, sconf_score
 from .ripu import RIPU_LOG_NORM
 from .stats import EPS, check_prob, pixel_stats
 
-__all__ = ["SLIC_PARAMS", "slic_segments", "segment_scores", "segment_areas", "select_segments",
+__all__ = ["SLIC_PARAMS", "slic_segments", "segment_scores", "select_segments",
            "dominant_class", "segment_box"]
 
 SLIC_PARAMS = dict(compactness=10.0, sigma=1.0, start_label=0, enforce_connectivity=True)
@@ -48,11 +49,6 @@ def slic_segments(image: np.ndarray, size: int) -> np.ndarray:
     seg = slic(img, n_segments=max(1, round(H * W / size)), **SLIC_PARAMS)
     _, seg = np.unique(seg, return_inverse=True)   # consecutive ids 0..K-1
     return seg.reshape(H, W).astype(np.int32)
-
-
-def segment_areas(segments: np.ndarray) -> np.ndarray:
-    """int64 (K,) pixel count of every superpixel id 0..K-1."""
-    return np.bincount(np.asarray(segments).ravel())
 
 
 def _means(values: np.ndarray, seg: np.ndarray, area: np.ndarray) -> np.ndarray:
@@ -77,10 +73,9 @@ def segment_scores(prob, segments: np.ndarray, strategy: str, rng=None) -> np.nd
         g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         return g.random(K, dtype=np.float32)
     if s == "ent":
-        return _means(pixel_stats(p, entropy=True)["entropy"], flat, area)
+        return _means(ent_score(p), flat, area)
     if s == "sconf":
-        st = pixel_stats(p, top2=True)
-        return _means(1.0 - (st["p1"] - st["p2"]), flat, area)
+        return _means(sconf_score(p), flat, area)
     if s != "ripu":
         raise ValueError(f"unknown acquisition strategy {strategy!r} for superpixels; expected ripu, rand, ent, sconf")
     st = pixel_stats(p, argmax=True, entropy=True)
@@ -103,8 +98,7 @@ def select_segments(order_score: np.ndarray, segments: np.ndarray, labeled: np.n
     score = np.asarray(order_score, dtype=np.float64)
     K = score.size
     area = np.bincount(seg.ravel(), minlength=K)
-    free = np.isfinite(score) | (score == np.inf)
-    free &= ~np.isnan(score)
+    free = score > -np.inf   # NaN compares False
     if labeled is not None and np.any(labeled):
         touched = np.bincount(seg[np.asarray(labeled, bool)].ravel(), minlength=K) > 0
         free &= ~touched
