@@ -8,6 +8,8 @@ the data. Prints markdown tables, plus the per-class share of labeled pixels and
     python bench/selection.py [--budgets 2.2%,2.2%@1,40px] [--strategies ripu,rand,ent,sconf]
                               [--seeds 0,1] [--rounds 5] [--round-iterations N] [--init CKPT] [--out DIR]
 
+``--strategies none`` runs only the reference rows (source only and fully supervised).
+
 A budget ``B@r`` runs with ``--region-radius r`` (``2.2%@1``: the official 3x3 regions).
 """
 import argparse
@@ -43,7 +45,8 @@ def main():
     d = RunConfig()
     p = argparse.ArgumentParser()
     p.add_argument("--budgets", default="2.2%,2.2%@1,40px")
-    p.add_argument("--strategies", default="ripu,rand,ent,sconf")
+    p.add_argument("--strategies", default="ripu,rand,ent,sconf", help="comma-separated; 'none' for only the "
+                   "reference rows")
     p.add_argument("--seeds", default="0,1", help="training seeds (--train-seed of each run)")
     p.add_argument("--rounds", type=int, default=d.rounds)
     p.add_argument("--iterations", type=int, default=d.iterations)
@@ -65,7 +68,7 @@ def main():
         run(validate(RunConfig(workdir=str(warm), budget=None, resume=warm.exists(), **base)))
     seeds = [int(v) for v in a.seeds.split(",")]
     budgets = a.budgets.split(",")
-    strategies = a.strategies.split(",")
+    strategies = [] if a.strategies == "none" else a.strategies.split(",")
     results, shares, ious = {}, {}, {}
     names = None
     for cell in budgets:
