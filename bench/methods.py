@@ -276,6 +276,13 @@ def main(argv=None) -> None:
         rel = "" if base is None else num(r["sec_per_it"] / base["sec_per_it"], ".2f")
         print(f"| {s} | {num(r['miou'], '.1f')} | {d} | {num(r['sec_per_it'], '.2f')} | {rel} | "
               f"{num(r['stage_seconds'], '.0f')} | {num(r.get('ripu', float('nan')), '.1f')} |")
+    iou_rows = {s: r["iou"] for s, r in rows.items() if r.get("iou") is not None}
+    if iou_rows:   # per class, to see what a method gains or loses (the uda column)
+        names = bench.val.label_space.names
+        print("\nPer class (target-val IoU %, the uda column):\n")
+        print("| method | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+        for s, iou in iou_rows.items():
+            print(f"| {s} | " + " | ".join("-" if v != v else f"{100 * v:.0f}" for v in iou) + " |")
     att_rows = {s: r["attention"] for s, r in rows.items() if r.get("attention")}
     if att_rows:
         print(f"\nHRDA scale attention (mean of the ground-truth class's channel over its pixels, eval mode, "
