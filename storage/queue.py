@@ -279,8 +279,8 @@ def answered_costs(db: Database, run: int) -> list[dict]:
         f"SELECT r.idx, {_UNIT_SQL} AS unit, q.features, q.cost_s, l.ms FROM queries q "
         "JOIN rounds r ON r.id = q.round JOIN labels l ON l.query = q.id "
         "WHERE r.run = ? AND q.honeypot = 0 AND q.features IS NOT NULL ORDER BY q.id, l.id", [run])
-    return [{"round": r["idx"], "unit": r["unit"], "features": json.loads(r["features"]), "cost_s": r["cost_s"], "seconds": r["ms"] / 1000.0}
-            for r in rows]
+    return [{"round": r["idx"], "unit": r["unit"], "features": json.loads(r["features"]), "cost_s": r["cost_s"],
+             "seconds": r["ms"] / 1000.0} for r in rows]
 
 
 def target_pixels(db: Database) -> int:
