@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 from app.config import RunConfig, parse_size  # noqa: E402
 from app.session import build_model, load_data, train_config  # noqa: E402
 from bench.common import machine  # noqa: E402
+from core.data.synthcity import VERSION as SYNTHCITY_VERSION  # noqa: E402
 from core.evaluate import confusion_matrix, evaluate, iou_per_class, mean_iou  # noqa: E402
 from core.train import fit, load_checkpoint  # noqa: E402
 
@@ -85,7 +86,8 @@ def main():
     iters = {"source-only": a.iterations, "target-supervised": a.target_iterations or a.iterations}
     for name, train_set in (("source-only", source), ("target-supervised", target)):
         n = iters[name]
-        ck = Path(a.workdir) / f"{name}_{n}_{a.head}_{a.crop}_os{a.output_stride}_lr{a.lr}{sched}_s{a.seed}.pt"
+        ck = Path(a.workdir) / (f"{name}_{n}_{a.head}_{a.crop}_os{a.output_stride}_lr{a.lr}{sched}_s{a.seed}"
+                                f"_v{SYNTHCITY_VERSION}.pt")   # a checkpoint of another synthcity version is never reused
         if a.only not in (None, name) and not ck.exists():
             continue
         model = build_model(cfg, val.label_space.num_classes)

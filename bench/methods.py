@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.synthcity import SynthCity, ensure_synthcity  # noqa: E402
+from core.data.synthcity import VERSION as SYNTHCITY_VERSION, SynthCity, ensure_synthcity  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.config import RunConfig  # noqa: E402
@@ -125,7 +125,8 @@ def warmup(bench: Bench) -> Path:
         return Path(a.init)
     key = json.dumps([a.seed, a.train_seed, a.data_size, a.counts, a.crop, a.head, a.batch_size, a.lr, a.lr_warmup,
                       a.grad_clip,
-                      a.warmup_iters, a.weights, a.output_stride])
+                      a.warmup_iters, a.weights, a.output_stride,
+                      SYNTHCITY_VERSION])   # a warm-up trained on another synthcity version is never reused
     ck = bench.workdir / f"warmup-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
     if not (ck.exists() and load_checkpoint(ck)["iteration"] >= a.warmup_iters):
         model = bench.model()
