@@ -162,20 +162,34 @@ def test_domains_differ_in_look():
     assert sat["source"] > 1.1 * sat["target"], sat
 
 
+def test_source_weather_is_sunny_or_overcast():
+    """v3: GTA5-like game weather, a third of the source images overcast (a grey sky: CIELAB b* of the
+    sky above -21; the sunny blue skies are below it). Measured on these 30 images at 64x128: 11 overcast
+    (b* -7 to -19), 19 sunny (-24 to -43)."""
+    b = []
+    for i in range(30):
+        r = sc.render_synthcity(0, "source", "train", i, TINY)
+        sky = r["label"] == SKY
+        assert sky.any()
+        b.append(cv2.cvtColor(r["image"], cv2.COLOR_RGB2LAB)[..., 2][sky].mean() - 128)
+    overcast = np.mean(np.array(b) > -21)
+    assert 0.2 <= overcast <= 0.5, np.round(b, 1)
+
+
 def test_version_is_in_the_cache_key(tmp_path):
-    """A v1 set (older name, or a v1 meta.json under the current name) is never reused as v2."""
-    assert sc.VERSION == 2
+    """An older set (older name, or an older meta.json under the current name) is never reused as v3."""
+    assert sc.VERSION == 3
     counts = sc._norm_counts(COUNTS)
     name = sc._folder_name(0, TINY, counts)
-    assert name.startswith("synthcity_v2_")
+    assert name.startswith("synthcity_v3_")
     stale = tmp_path / name
     (stale / "source" / "images").mkdir(parents=True)
     meta = sc_cache._meta(0, TINY, counts)
-    meta["version"] = 1
+    meta["version"] = 2
     (stale / "meta.json").write_text(json.dumps(meta))
     assert not sc_cache._is_complete(stale, sc_cache._meta(0, TINY, counts))
     root = sc.ensure_synthcity(tmp_path, seed=0, size=TINY, counts=COUNTS, workers=1, progress=False)
-    assert root == stale and json.loads((root / "meta.json").read_text())["version"] == 2
+    assert root == stale and json.loads((root / "meta.json").read_text())["version"] == 3
     assert len(sc.SynthCity(root, "source")) == COUNTS[0]
 
 

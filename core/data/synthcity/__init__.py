@@ -6,18 +6,20 @@ appearance statistics, lighting, sensor and camera, and in the label shift:
 
 * **source** domain (``split="train"`` only), a *game render*: its own asset library of the real
   materials (cleaner, a little more saturated) with crisp procedural textures (asphalt speckle,
-  pavers, brick courses, panels, glazed windows, leaf blobs), clear sunny sky, hard cast shadows and a
-  shaded facade side, game-engine grading (saturation x1.3, contrast x1.12), distance haze, crisp
-  aliased edges, lossless PNG, a low camera (horizon at ~42% of the height, 1.2 m). Label map **and
-  depth**.
+  pavers, brick courses, panels, glazed windows, leaf blobs); game weather: on two thirds of the
+  images a clear sunny sky, hard cast shadows and a shaded facade side, on one third overcast (a grey
+  cloud deck, no cast shadows, milder grading); game-engine grading (saturation x1.3, contrast x1.12),
+  distance haze, crisp aliased edges, lossless PNG, a low camera (horizon at ~42% of the height,
+  1.2 m). Label map **and depth**.
 * **target** domain (``split="train"|"val"``), a *photo*: muted materials with photographic grain,
-  overcast sky, soft shadows on some days, uneven light and vignetting, a colour cast, blur, sensor
-  noise and JPEG artefacts; a higher camera (horizon at ~50%, 1.65 m) with an ego-vehicle hood
+  overcast sky, soft shadows on some days, uneven light and vignetting, a colour cast, mild lens blur,
+  sensor noise and JPEG artefacts (a clean automotive camera); a higher camera (horizon at ~50%, 1.65 m) with an ego-vehicle hood
   (ignore); and a label shift (more persons, riders, bicycles and vegetation; fewer trucks and buses,
   ``layout._PRIORS``). Target labels exist for evaluation and the oracle only.
 
 Version 2 replaced v1, whose source was flat pastel cartoons (pink facades, purple road, lime
-terrain): a source-only model learned almost nothing from it (4.7 mIoU on target val).
+terrain): a source-only model learned almost nothing from it (4.7 mIoU on target val). Version 3
+added the source's overcast days and made the target camera cleaner (docs/DATASETS.md says why).
 
 Every image is a pure function of ``(seed, domain, split, index, size)``: one numpy Generator
 seeded with ``[seed, domain, split, index]``, so multiprocessing stays deterministic. Scenes are

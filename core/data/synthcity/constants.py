@@ -4,7 +4,7 @@ from __future__ import annotations
 from core.data.labels import CITYSCAPES19, IGNORE
 
 
-VERSION = 2  # v2: the source is a game render (v1: pastel cartoons); in the cache folder name and meta.json
+VERSION = 3  # v3: the source has overcast days too; v2: the source is a game render (v1: pastel cartoons). In the cache folder name and meta.json
 DEFAULT_SIZE = (256, 512)
 DEFAULT_COUNTS = {"source": 600, "target_train": 300, "target_val": 100}
 DEPTH_SCALE = 100.0  # PNG units per metre (centimetres)

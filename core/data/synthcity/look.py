@@ -1,10 +1,11 @@
 """The per-domain appearance applied to a rendered canvas.
 
-* source (a game render): ``_sun`` picks the sun (side of the street, shadow length and direction) before
+* source (a game render), sunny on 2/3 of the images: ``_sun`` picks the sun (side of the street, shadow length and direction) before
   the scene is drawn; ``_game_look`` then darkens every ground pixel in a hard cast shadow (the sun
   side's buildings, and each object's shadow collected in ``cv.shd``) with a cool sky-lit tint, warms the
   sunlit rest, adds distance haze and grades like a game engine (saturation x1.3, contrast x1.12). No
-  blur, no noise, lossless: edges stay crisp and aliased.
+  blur, no noise, lossless: edges stay crisp and aliased. Overcast on the other third
+  (``OVERCAST_SHARE``): no shadows, a cool diffuse tint, half the grading, grey haze.
 * target (a photo): ``_degrade`` adds texture grain, a metallic sheen on vehicles, soft cast shadows on
   some days, uneven overcast lighting and vignetting, a colour cast, lens blur, sensor noise and JPEG;
   ``_hood`` draws the ego vehicle's hood (ignore)."""
@@ -83,11 +84,11 @@ def _degrade(cv, cam, L, ground, rng):
     warm = rng.uniform(-0.06, 0.06)
     cast *= np.array([1 + warm, 1, 1 - warm], np.float32)
     img *= light[..., None] * cast[None, None, :]
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 1.2) * s)
-    img += (rng.random((H, W, 3), dtype=np.float32) - 0.5) * (3.46 * rng.uniform(5, 10))  # sensor noise, sigma 5-10
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 0.8) * s)
+    img += (rng.random((H, W, 3), dtype=np.float32) - 0.5) * (3.46 * rng.uniform(2, 5))  # sensor noise, sigma 2-5
     u8 = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     ok, enc = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 61))])
+                           [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(75, 96))])
     assert ok
     rgb = cv2.cvtColor(cv2.imdecode(enc, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return rgb, enc.tobytes()
@@ -104,6 +105,10 @@ def _hood(cv, cam, rng):
     pts2 = np.concatenate([np.stack([xs, ys + 2], 1), np.stack([xs[::-1], ys[::-1] + 0.25 * hh], 1)])
     cv.poly(pts2, (70, 74, 80), None, 1.0)
 
+
+
+OVERCAST_SHARE = 1 / 3  # of the source images: the game's overcast weather (GTA5 varies weather and time of day)
+_NO_SUN = (0.0, 0.0)  # overcast: no shadow offset (cast shadows are not drawn)
 
 
 def _sun(rng):
@@ -131,9 +136,18 @@ def _grade_matrix(tint, sat, contrast, pivot=118.0):
     return np.concatenate([M, np.full((3, 1), pivot * (1 - contrast), np.float32)], 1)
 
 
-def _game_look(cv, cam, L, ground, sat=1.3, contrast=1.12):
+_OVERCAST_TINT = np.array((0.9, 0.92, 0.96), np.float32)  # diffuse light from a grey cloud deck
+_OVERCAST_HAZE = np.array((206, 210, 216), np.float32)
+
+
+def _game_look(cv, cam, L, ground, overcast=False, sat=1.3, contrast=1.12):
     """Sunlight, hard shadows, game-engine grading and distance haze on the crisp source render (in
-    place): shadowed ground gets a cool sky-lit tint, everything else a warm sun tint."""
+    place): shadowed ground gets a cool sky-lit tint, everything else a warm sun tint. ``overcast``:
+    no shadows, a cool diffuse tint, milder grading (saturation x1.15, contrast x1.06), grey haze."""
+    if overcast:
+        img = cv2.transform(cv.img, _grade_matrix(_OVERCAST_TINT, 1 + (sat - 1) / 2, 1 + (contrast - 1) / 2))
+        _haze(cv, img, _OVERCAST_HAZE)
+        return
     shd = cv.shd
     if ground is not None:
         r0, X, Z = ground
@@ -141,9 +155,13 @@ def _game_look(cv, cam, L, ground, sat=1.3, contrast=1.12):
     shd &= _GROUND[cv.lab]
     img = cv2.transform(cv.img, _grade_matrix(_SUN_TINT, sat, contrast))  # uint8, saturating
     np.copyto(img, cv2.transform(cv.img, _grade_matrix(_SHADOW_TINT, sat, contrast)), where=shd[..., None] > 0)
-    # aerial perspective: far things fade toward the horizon haze (not the sky itself)
+    _haze(cv, img, _HAZE)
+
+
+def _haze(cv, img, colour):
+    """Aerial perspective: far things fade toward the horizon haze ``colour`` (not the sky itself)."""
     a = 0.45 * (1 - np.exp(cv.dep * np.float32(-1 / 220.0)))
     a[cv.lab == SKY] = 0
     haze = np.empty_like(img)
-    haze[:] = _HAZE.astype(np.uint8)
+    haze[:] = colour.astype(np.uint8)
     cv.img = cv2.blendLinear(img, haze, 1 - a, a)

@@ -223,6 +223,11 @@ class _SourcePal(_Pal):
         top = self.pick([(104, 152, 216), (116, 162, 224), (94, 142, 206)], 6)
         return top, self.jit((192, 212, 232), 6)
 
+    def overcast_sky(self):
+        """The game's overcast weather: a grey cloud deck, a little bluer and brighter than the photo's."""
+        top = self.pick([(168, 178, 192), (150, 162, 180), (190, 194, 200)], 6)
+        return top, self.jit((214, 220, 228), 6)
+
     def skin(self):
         return self.pick([(234, 192, 164), (186, 134, 100), (118, 82, 60), (212, 166, 134)], 6)
 

@@ -1,15 +1,16 @@
 """One synthcity image: a pure function of ``(seed, domain, split, index, size)``, no disk.
 
 Both domains run the same passes (layout, sky, ground, planes, objects far to near) with their own
-palette, materials and camera; then the source gets its game look (``look._game_look``), the target
-its ego hood and photographic degradations (``look._degrade``)."""
+palette, materials and camera; then the source gets its game look (``look._game_look``; sunny, or
+overcast on ``OVERCAST_SHARE`` of the images), the target its ego hood and photographic degradations
+(``look._degrade``)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .constants import DEFAULT_SIZE, _DOMAIN_CODE, _SPLIT_CODE, _check_domain
 from .layout import _FEATURED, _PRIORS, _make_layout
-from .look import _degrade, _game_look, _hood, _sun
+from .look import _NO_SUN, OVERCAST_SHARE, _degrade, _game_look, _hood, _sun
 from .objects import _objects
 from .palette import make_palette
 from .raster import _Cam, _Canvas
@@ -33,9 +34,10 @@ def _render(seed, domain, split, index, size):
     L = _make_layout(rng, pr, pal, tgt, featured)
     cv = _Canvas(H, W)
     surf = make_surfaces(rng, domain)
+    overcast = not tgt and rng.random() < OVERCAST_SHARE
     if not tgt:
-        cv.light(*_sun(rng))
-    _sky(cv, cam, pal, rng, tgt)
+        cv.light(*((_NO_SUN, 0) if overcast else _sun(rng)))
+    _sky(cv, cam, pal, rng, tgt, overcast)
     ground = _ground(cv, cam, L, pal, surf)
     _planes(cv, cam, L, pal, surf, rng)
     _objects(cv, cam, L, pal, rng, pr, tgt, featured)
@@ -43,7 +45,7 @@ def _render(seed, domain, split, index, size):
         _hood(cv, cam, rng)
         img, enc = _degrade(cv, cam, L, ground, rng)
         return dict(image=img, label=cv.lab), enc
-    _game_look(cv, cam, L, ground)
+    _game_look(cv, cam, L, ground, overcast)
     return dict(image=cv.img, label=cv.lab, depth=cv.dep), None
 
 

@@ -9,17 +9,23 @@ from .layout import _bumpy, _side_lookup
 from .raster import _BB, _frac, _vplane
 
 
-def _sky(cv, cam, pal, rng, tgt):
-    """Target: an overcast gradient. Source: a clear blue sky, hazy toward the horizon, a few crisp
-    cumulus clouds (white puffs over a grey-blue underside)."""
-    top, bot = pal.sky()
+def _sky(cv, cam, pal, rng, tgt, overcast=False):
+    """Target: an overcast gradient. Source: on sunny days a clear blue sky, hazy toward the horizon, a
+    few crisp cumulus clouds (white puffs over a grey-blue underside); on overcast days (``overcast``)
+    the game's own grey cloud deck with a few darker crisp bands."""
+    top, bot = pal.overcast_sky() if overcast else pal.sky()
     H, W = cv.H, cv.W
     t = np.clip((np.arange(H, dtype=np.float32) + 0.5) / max(cam.h0, 1.0), 0, 1)[:, None, None]
-    if not tgt:
+    if not tgt and not overcast:
         t = t ** 1.6  # deep blue overhead, the haze only near the horizon
     cv.img[:] = (np.asarray(top, np.float32) * (1 - t) + np.asarray(bot, np.float32) * t).astype(np.uint8)
     cv.lab[:] = SKY
-    if not tgt:
+    if overcast:
+        for _ in range(int(rng.integers(2, 6))):
+            x, y = rng.uniform(0, W), rng.uniform(0.05, 0.7) * cam.h0
+            col = np.asarray(top, np.float32) * rng.uniform(0.86, 0.96)
+            cv.ellipse(x, y, rng.uniform(0.15, 0.4) * W, rng.uniform(0.015, 0.04) * H, col, SKY, MAX_DEPTH)
+    elif not tgt:
         for _ in range(int(rng.integers(0, 4))):
             x, y = rng.uniform(0, W), rng.uniform(0.1, 0.6) * cam.h0
             puffs = [(x + rng.uniform(-0.06, 0.06) * W, y + rng.uniform(-0.025, 0.015) * H,
