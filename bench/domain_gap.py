@@ -87,7 +87,7 @@ def main():
     for name, train_set in (("source-only", source), ("target-supervised", target)):
         n = iters[name]
         ck = Path(a.workdir) / (f"{name}_{n}_{a.head}_{a.crop}_os{a.output_stride}_lr{a.lr}{sched}_s{a.seed}"
-                                f"_v{SYNTHCITY_VERSION}.pt")   # a checkpoint of another synthcity version is never reused
+                                f"_v{SYNTHCITY_VERSION}.pt")   # never reuse another synthcity version's model
         if a.only not in (None, name) and not ck.exists():
             continue
         model = build_model(cfg, val.label_space.num_classes)

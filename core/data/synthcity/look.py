@@ -1,13 +1,15 @@
 """The per-domain appearance applied to a rendered canvas.
 
-* source (a game render), sunny on 2/3 of the images: ``_sun`` picks the sun (side of the street, shadow length and direction) before
-  the scene is drawn; ``_game_look`` then darkens every ground pixel in a hard cast shadow (the sun
-  side's buildings, and each object's shadow collected in ``cv.shd``) with a cool sky-lit tint, warms the
-  sunlit rest, adds distance haze and grades like a game engine (saturation x1.3, contrast x1.12). No
-  blur, no noise, lossless: edges stay crisp and aliased. Overcast on the other third
-  (``OVERCAST_SHARE``): no shadows, a cool diffuse tint, half the grading, grey haze.
+* source (a game render), sunny on 2/3 of the images: ``_sun`` picks the sun (side of the street,
+  shadow length and direction) before the scene is drawn; ``_game_look`` then darkens every ground
+  pixel in a hard cast shadow (the sun side's buildings, and each object's shadow collected in
+  ``cv.shd``) with a cool sky-lit tint, warms the sunlit rest, adds distance haze and grades like a
+  game engine (saturation x1.3, contrast x1.12). No blur, no noise, lossless: edges stay crisp and
+  aliased. Overcast on the other third (``OVERCAST_SHARE``): no shadows, a cool diffuse tint, half the
+  grading, grey haze.
 * target (a photo): ``_degrade`` adds texture grain, a metallic sheen on vehicles, soft cast shadows on
-  some days, uneven overcast lighting and vignetting, a colour cast, lens blur, sensor noise and JPEG;
+  some days, uneven overcast lighting and vignetting, a colour cast, and a clean camera's mild lens
+  blur (sigma 0.5-0.8 px at 512 wide), sensor noise (sigma 2-5) and JPEG (quality 75-95);
   ``_hood`` draws the ego vehicle's hood (ignore)."""
 from __future__ import annotations
 
