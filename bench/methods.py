@@ -2,7 +2,7 @@
 
     python bench/methods.py [--iters 1000] [--warmup-iters 2000] [--crop 128x256] \
         [--methods "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"] [--set minent.lambda_ent=0.1]
-        [--init CKPT] [--lr 2.5e-3 --lr-warmup 50 --grad-clip 5] [--columns uda,labels]
+        [--init CKPT] [--lr 2.5e-3 --lr-warmup 50 --grad-clip 5] [--columns uda,labels] [--eval-every N]
 
 One shared source-only warm-up checkpoint (``--warmup-iters``, reused when it exists), then every
 method spec trains ``--iters`` more iterations from it with *no target labels* (pure UDA), runs its
@@ -137,6 +137,33 @@ def warmup(bench: Bench) -> Path:
     return ck
 
 
+def fit_with_curve(bench: Bench, model, methods, method_spec: str, target_labels=None) -> dict:
+    """``fit`` for ``--iters``; with ``--eval-every N`` it trains in chunks of N iterations on the same
+    schedule (a temporary checkpoint in the workdir carries model, optimizer and method state across
+    chunks) and prints the target-val mIoU and per-class IoU at each chunk's end to stderr: a learning
+    curve of one run, not separate shorter runs (the poly schedule is that of ``--iters``)."""
+    a = bench.args
+    cfg = bench.cfg(a.iters)
+    if not a.eval_every or a.eval_every >= a.iters:
+        return fit(model, cfg, bench.source, bench.target, target_labels, methods=methods, progress=a.progress,
+                   desc=method_spec)
+    ck = bench.workdir / f"curve-{os.getpid()}-{hashlib.sha1(method_spec.encode()).hexdigest()[:8]}.pt"
+    cfg.checkpoint_every = a.eval_every
+    seconds = 0.0
+    try:
+        for stop in range(a.eval_every, a.iters + a.eval_every, a.eval_every):
+            out = fit(model, cfg, bench.source, bench.target, target_labels, methods=methods, checkpoint=ck,
+                      progress=a.progress, desc=method_spec, stop_at=min(stop, a.iters))
+            seconds += out["seconds"]
+            if stop < a.iters:
+                ev = bench.evaluate(model, methods)
+                print(f"{method_spec} @ {stop}: mIoU {ev['miou']:.1f} | "
+                      + " ".join("-" if v != v else f"{100 * v:.0f}" for v in ev["iou"]), file=sys.stderr, flush=True)
+    finally:
+        ck.unlink(missing_ok=True)
+    return {**out, "seconds": seconds}
+
+
 def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: Bench) -> dict:
     """Train ``method_spec`` for ``--iters`` from the warm-up checkpoint, run its stages, evaluate.
 
@@ -154,8 +181,7 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
         model.load_state_dict(state)
     else:
         model.load_state_dict(load_checkpoint(warm_ckpt)["model"])
-        out = fit(model, bench.cfg(a.iters), bench.source, bench.target, target_labels, methods=methods,
-                  progress=a.progress, desc=method_spec)
+        out = fit_with_curve(bench, model, methods, method_spec, target_labels)
         if sum(s.split(">")[0].strip() == key[0] for s in getattr(a, "specs", [])) > 1:
             bench.fitted[key] = (copy.deepcopy(model.state_dict()), out)
     t = time.time()
@@ -206,6 +232,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated method specs (default: %(default)s)")
     p.add_argument("--iters", type=int, default=1000, help="adaptation iterations per method")
     p.add_argument("--warmup-iters", type=int, default=d.iterations, help="source-only warm-up iterations")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="also evaluate every N iterations of each run (a learning curve on stderr; 0: only at the end)")
     p.add_argument("--stage-iters", type=int, default=200, help="iterations of post-hoc training stages (CR, CRA)")
     p.add_argument("--crop", type=size_arg, default=d.crop, help="training crop HxW (after random scale)")
     p.add_argument("--head", default=d.head)
