@@ -57,7 +57,8 @@ from core.methods import build_methods, compose_adjust  # noqa: E402
 from core.methods.base import wrap_model  # noqa: E402
 from core.models.hrda import attention_by_class  # noqa: E402
 from core.models import Segmentor  # noqa: E402
-from core.train import TrainConfig, fit, load_checkpoint, resolve_device, run_stages  # noqa: E402
+from core.train import (TrainConfig, fit, load_checkpoint, resolve_device, run_stages,  # noqa: E402
+                        save_checkpoint)
 
 DEFAULT_METHODS = "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"
 # HRDA's scale attention is reported on small classes (detail) vs large ones (context)
@@ -188,6 +189,10 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
     run_stages(methods, model, bench.source, bench.target, bench.cfg(a.stage_iters), target_labels=target_labels,
                progress=a.progress, iterations=a.stage_iters)
     stage_s = time.time() - t
+    if a.save_models:   # the run's final model, e.g. to inspect its confusion matrix later
+        tag = "labels" if target_labels is not None else "uda"
+        save_checkpoint(Path(a.save_models) / f"{method_spec.replace('>', '_')}-{tag}-{a.iters}it-s{a.train_seed}.pt",
+                        {"model": model.state_dict(), "iteration": a.iters})
     ev = bench.evaluate(model, methods)
     att = {}
     if any(m.name == "hrda" for m in methods):
@@ -233,7 +238,11 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=1000, help="adaptation iterations per method")
     p.add_argument("--warmup-iters", type=int, default=d.iterations, help="source-only warm-up iterations")
     p.add_argument("--eval-every", type=int, default=0,
-                   help="also evaluate every N iterations of each run (a learning curve on stderr; 0: only at the end)")
+                   help="also evaluate every N iterations of each run (a learning curve on stderr; "
+                   "0: only at the end)")
+    p.add_argument("--save-models", default=None, metavar="DIR",
+                   help="save each run's final model (after its stages) as "
+                   "DIR/<spec>-<uda|labels>-<iters>it-s<seed>.pt")
     p.add_argument("--stage-iters", type=int, default=200, help="iterations of post-hoc training stages (CR, CRA)")
     p.add_argument("--crop", type=size_arg, default=d.crop, help="training crop HxW (after random scale)")
     p.add_argument("--head", default=d.head)
