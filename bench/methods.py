@@ -2,7 +2,8 @@
 
     python bench/methods.py [--iters 1000] [--warmup-iters 2000] [--crop 128x256] \
         [--methods "source_only,minent,advent,fada,cra,dacs,ia,cr,fada>cra"] [--set minent.lambda_ent=0.1]
-        [--init CKPT] [--lr 2.5e-3 --lr-warmup 50 --grad-clip 5] [--columns uda,labels] [--eval-every N]
+        [--init CKPT] [--lr 2.5e-3 --lr-warmup 50 --grad-clip 5] [--columns uda,labels] [--eval-every N] \
+        [--save-models DIR]
 
 One shared source-only warm-up checkpoint (``--warmup-iters``, reused when it exists), then every
 method spec trains ``--iters`` more iterations from it with *no target labels* (pure UDA), runs its
@@ -191,6 +192,7 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
     stage_s = time.time() - t
     if a.save_models:   # the run's final model, e.g. to inspect its confusion matrix later
         tag = "labels" if target_labels is not None else "uda"
+        Path(a.save_models).mkdir(parents=True, exist_ok=True)
         save_checkpoint(Path(a.save_models) / f"{method_spec.replace('>', '_')}-{tag}-{a.iters}it-s{a.train_seed}.pt",
                         {"model": model.state_dict(), "iteration": a.iters})
     ev = bench.evaluate(model, methods)
