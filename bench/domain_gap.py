@@ -23,10 +23,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from app.config import RunConfig, parse_size  # noqa: E402
 from app.session import build_model, load_data, train_config  # noqa: E402
-from bench.common import machine  # noqa: E402
+from bench.common import fit_curve, machine  # noqa: E402
 from core.data.synthcity import VERSION as SYNTHCITY_VERSION  # noqa: E402
 from core.evaluate import confusion_matrix, evaluate, iou_per_class, mean_iou  # noqa: E402
-from core.train import fit, load_checkpoint  # noqa: E402
+from core.train import load_checkpoint  # noqa: E402
 
 
 def resolution_ceiling(val, grid: tuple[int, int], num_classes: int) -> np.ndarray:
@@ -93,13 +93,11 @@ def main():
         model = build_model(cfg, val.label_space.num_classes)
         t0 = time.time()
         if a.only in (None, name):
-            tcfg = train_config(cfg, n)
-            if a.eval_every:   # learning curve: train in chunks on the same schedule (resumes the checkpoint)
-                for stop in range(a.eval_every, n, a.eval_every):
-                    tcfg.checkpoint_every = a.eval_every
-                    fit(model, tcfg, train_set, desc=name, checkpoint=ck, stop_at=stop)
-                    print(f"{name} @ {stop}: {evaluate(model, val, window, progress=False)['miou']:.1f}", flush=True)
-            fit(model, tcfg, train_set, desc=name, checkpoint=ck)
+            def report(it):   # learning curve: points of the same schedule
+                print(f"{name} @ {it}: {evaluate(model, val, window, progress=False)['miou']:.1f}", flush=True)
+
+            fit_curve(model, train_config(cfg, n), train_set, desc=name, checkpoint=ck, eval_every=a.eval_every,
+                      report=report)
         else:
             state = load_checkpoint(ck)
             if state["iteration"] < n:

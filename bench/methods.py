@@ -54,6 +54,7 @@ from app.session import region_radius, score_and_pick  # noqa: E402
 
 from core.acquisition import queries_per_round  # noqa: E402
 from core.evaluate import evaluate  # noqa: E402
+from bench.common import fit_curve  # noqa: E402
 from core.methods import build_methods, compose_adjust  # noqa: E402
 from core.methods.base import wrap_model  # noqa: E402
 from core.models.hrda import attention_by_class  # noqa: E402
@@ -140,30 +141,23 @@ def warmup(bench: Bench) -> Path:
 
 
 def fit_with_curve(bench: Bench, model, methods, method_spec: str, target_labels=None) -> dict:
-    """``fit`` for ``--iters``; with ``--eval-every N`` it trains in chunks of N iterations on the same
-    schedule (a temporary checkpoint in the workdir carries model, optimizer and method state across
-    chunks) and prints the target-val mIoU and per-class IoU at each chunk's end to stderr: a learning
-    curve of one run, not separate shorter runs (the poly schedule is that of ``--iters``)."""
+    """``fit`` for ``--iters``; with ``--eval-every N`` a learning curve of the run (``bench.common.fit_curve``:
+    one schedule paused every N iterations, a temporary checkpoint in the workdir) whose target-val mIoU
+    and per-class IoU at each pause go to stderr."""
     a = bench.args
-    cfg = bench.cfg(a.iters)
-    if not a.eval_every or a.eval_every >= a.iters:
-        return fit(model, cfg, bench.source, bench.target, target_labels, methods=methods, progress=a.progress,
-                   desc=method_spec)
     ck = bench.workdir / f"curve-{os.getpid()}-{hashlib.sha1(method_spec.encode()).hexdigest()[:8]}.pt"
-    cfg.checkpoint_every = a.eval_every
-    seconds = 0.0
+
+    def report(it):
+        ev = bench.evaluate(model, methods)
+        print(f"{method_spec} @ {it}: mIoU {ev['miou']:.1f} | "
+              + " ".join("-" if v != v else f"{100 * v:.0f}" for v in ev["iou"]), file=sys.stderr, flush=True)
+
     try:
-        for stop in range(a.eval_every, a.iters + a.eval_every, a.eval_every):
-            out = fit(model, cfg, bench.source, bench.target, target_labels, methods=methods, checkpoint=ck,
-                      progress=a.progress, desc=method_spec, stop_at=min(stop, a.iters))
-            seconds += out["seconds"]
-            if stop < a.iters:
-                ev = bench.evaluate(model, methods)
-                print(f"{method_spec} @ {stop}: mIoU {ev['miou']:.1f} | "
-                      + " ".join("-" if v != v else f"{100 * v:.0f}" for v in ev["iou"]), file=sys.stderr, flush=True)
+        return fit_curve(model, bench.cfg(a.iters), bench.source, bench.target, target_labels, methods=methods,
+                         checkpoint=ck if 0 < a.eval_every < a.iters else None, eval_every=a.eval_every, report=report,
+                         progress=a.progress, desc=method_spec)
     finally:
         ck.unlink(missing_ok=True)
-    return {**out, "seconds": seconds}
 
 
 def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: Bench) -> dict:
