@@ -140,6 +140,18 @@ def warmup(bench: Bench) -> Path:
     return ck
 
 
+def save_model(bench: Bench, model, method_spec: str, target_labels=None, at: int | None = None) -> Path:
+    """``--save-models DIR``: DIR/<spec>-<uda|labels>-<iters>it-s<seed>.pt, or ``...@<at>.pt`` for the
+    model at iteration ``at`` of a learning curve."""
+    a = bench.args
+    tag = "labels" if target_labels is not None else "uda"
+    Path(a.save_models).mkdir(parents=True, exist_ok=True)
+    path = Path(a.save_models) / (f"{method_spec.replace('>', '_')}-{tag}-{a.iters}it-s{a.train_seed}"
+                                  + (f"@{at}" if at is not None else "") + ".pt")
+    save_checkpoint(path, {"model": model.state_dict(), "iteration": a.iters if at is None else at})
+    return path
+
+
 def fit_with_curve(bench: Bench, model, methods, method_spec: str, target_labels=None) -> dict:
     """``fit`` for ``--iters``; with ``--eval-every N`` a learning curve of the run (``bench.common.fit_curve``:
     one schedule paused every N iterations, a temporary checkpoint in the workdir) whose target-val mIoU
@@ -151,6 +163,8 @@ def fit_with_curve(bench: Bench, model, methods, method_spec: str, target_labels
         ev = bench.evaluate(model, methods)
         print(f"{method_spec} @ {it}: mIoU {ev['miou']:.1f} | "
               + " ".join("-" if v != v else f"{100 * v:.0f}" for v in ev["iou"]), file=sys.stderr, flush=True)
+        if a.save_models:   # each point of the curve too, to see where a run starts to go wrong
+            save_model(bench, model, method_spec, target_labels, at=it)
 
     try:
         return fit_curve(model, bench.cfg(a.iters), bench.source, bench.target, target_labels, methods=methods,
@@ -185,10 +199,7 @@ def run_method(method_spec: str, warm_ckpt: Path, target_labels=None, *, bench: 
                progress=a.progress, iterations=a.stage_iters)
     stage_s = time.time() - t
     if a.save_models:   # the run's final model, e.g. to inspect its confusion matrix later
-        tag = "labels" if target_labels is not None else "uda"
-        Path(a.save_models).mkdir(parents=True, exist_ok=True)
-        save_checkpoint(Path(a.save_models) / f"{method_spec.replace('>', '_')}-{tag}-{a.iters}it-s{a.train_seed}.pt",
-                        {"model": model.state_dict(), "iteration": a.iters})
+        save_model(bench, model, method_spec, target_labels)
     ev = bench.evaluate(model, methods)
     att = {}
     if any(m.name == "hrda" for m in methods):
@@ -238,7 +249,7 @@ def main(argv=None) -> None:
                    "0: only at the end)")
     p.add_argument("--save-models", default=None, metavar="DIR",
                    help="save each run's final model (after its stages) as "
-                   "DIR/<spec>-<uda|labels>-<iters>it-s<seed>.pt")
+                   "DIR/<spec>-<uda|labels>-<iters>it-s<seed>.pt (with --eval-every also ...@<it>.pt at each point)")
     p.add_argument("--stage-iters", type=int, default=200, help="iterations of post-hoc training stages (CR, CRA)")
     p.add_argument("--crop", type=size_arg, default=d.crop, help="training crop HxW (after random scale)")
     p.add_argument("--head", default=d.head)
