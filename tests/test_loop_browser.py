@@ -414,7 +414,9 @@ def test_the_page_shows_the_run_from_its_first_second_and_switches_to_the_querie
         first_it = page.evaluate(f"() => +{count}[1]")
         assert 0 <= first_it < 80, page.locator("#run-step").inner_text()
         page.wait_for_function(f"() => +{count}[1] > {first_it}", timeout=60_000)     # the iteration advances
-        assert page.locator("#annot-header").inner_text().startswith("The run is working")
+        # the header is filled by the page's load event, which can come after the first ticks ("Loading…")
+        page.wait_for_function("() => (document.querySelector('#annot-header')?.innerText || '')"
+                               ".startsWith('The run is working')", timeout=30_000)
         # selection done: the same page shows the first region by itself
         root = page.locator("#region-canvas .ra-root")
         page.wait_for_function("() => document.querySelector('#region-canvas .ra-root').dataset.state === 'ready'",

@@ -12,14 +12,15 @@ appearance statistics, lighting, sensor and camera, and in the label shift:
   distance haze, crisp aliased edges, lossless PNG, a low camera (horizon at ~42% of the height,
   1.2 m). Label map **and depth**.
 * **target** domain (``split="train"|"val"``), a *photo*: muted materials with photographic grain,
-  overcast sky, soft shadows on some days, uneven light and vignetting, a colour cast, mild lens blur,
+  overcast sky, soft shadows on some days, uneven light and vignetting, one white balance, mild lens blur,
   sensor noise and JPEG artefacts (a clean automotive camera); a higher camera (horizon at ~50%,
   1.65 m) with an ego-vehicle hood (ignore); and a label shift (more persons, riders, bicycles and
   vegetation; fewer trucks and buses, ``layout._PRIORS``). Target labels exist for evaluation and the oracle only.
 
 Version 2 replaced v1, whose source was flat pastel cartoons (pink facades, purple road, lime
 terrain): a source-only model learned almost nothing from it (4.7 mIoU on target val). Version 3
-added the source's overcast days and made the target camera cleaner (docs/DATASETS.md says why).
+added the source's overcast days and made the target camera cleaner. Version 4 gave the target camera
+one white balance instead of a random colour cast per image (docs/DATASETS.md says why).
 
 Every image is a pure function of ``(seed, domain, split, index, size)``: one numpy Generator
 seeded with ``[seed, domain, split, index]``, so multiprocessing stays deterministic. Scenes are

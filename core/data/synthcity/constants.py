@@ -4,9 +4,10 @@ from __future__ import annotations
 from core.data.labels import CITYSCAPES19, IGNORE
 
 
-# v3: overcast source days and a cleaner target camera; v2: the source is a game render (v1: pastel
-# cartoons). In the cache folder name and meta.json, so an older set is never reused.
-VERSION = 3
+# v4: the target camera keeps one white balance (v3 cast each image at random); v3: overcast source
+# days and a cleaner target camera; v2: the source is a game render (v1: pastel cartoons).
+# In the cache folder name and meta.json, so an older set is never reused.
+VERSION = 4
 DEFAULT_SIZE = (256, 512)
 DEFAULT_COUNTS = {"source": 600, "target_train": 300, "target_val": 100}
 DEPTH_SCALE = 100.0  # PNG units per metre (centimetres)

@@ -8,7 +8,8 @@
   aliased. Overcast on the other third (``OVERCAST_SHARE``): no shadows, a cool diffuse tint, half the
   grading, grey haze.
 * target (a photo): ``_degrade`` adds texture grain, a metallic sheen on vehicles, soft cast shadows on
-  some days, uneven overcast lighting and vignetting, a colour cast, and a clean camera's mild lens
+  some days, uneven overcast lighting and vignetting, the camera's one white balance (a fixed faint tint, varied
+  by +-2.5 % per channel and +-2 % warm/cool per image), and a clean camera's mild lens
   blur (sigma 0.5-0.8 px at 512 wide), sensor noise (sigma 2-5) and JPEG (quality 75-95);
   ``_hood`` draws the ego vehicle's hood (ignore)."""
 from __future__ import annotations
@@ -51,6 +52,9 @@ def _noise(rng, H, W, div, interp):
     return cv2.resize((rng.random((h, w), dtype=np.float32) - 0.5) * 3.46, (W, H), interpolation=interp)
 
 
+_CAMERA_TINT = np.array((0.99, 1.01, 1.0), np.float32)  # the target camera's white balance: a faint green
+
+
 def _degrade(cv, cam, L, ground, rng):
     """Turn the flat render into the 'real' look. Returns (rgb uint8, jpeg bytes)."""
     H, W = cv.H, cv.W
@@ -76,14 +80,15 @@ def _degrade(cv, cam, L, ground, rng):
         gl = lab[r0:]
         sh &= (gl == ROAD) | (gl == SIDEWALK) | (gl == TERRAIN)
         img[r0:][sh] *= rng.uniform(0.5, 0.68)
-    # global lighting: gradient, vignette, brightness, colour cast
+    # global lighting: gradient, vignette, brightness, the camera's white balance
     xx = (np.arange(W, dtype=np.float32) + 0.5) / W - 0.5
     yv = (np.arange(H, dtype=np.float32) + 0.5) / H - 0.5
     light = 1 + rng.uniform(-0.35, 0.35) * xx[None, :] + rng.uniform(-0.25, 0.15) * yv[:, None]
     light *= 1 - 0.35 * (xx[None, :] ** 2 + yv[:, None] ** 2)
     light *= rng.uniform(0.72, 1.08)
-    cast = 1 + rng.uniform(-0.09, 0.09, 3).astype(np.float32)
-    warm = rng.uniform(-0.06, 0.06)
+    # one camera, one white balance: the camera's fixed tint, varied a little per image
+    cast = _CAMERA_TINT * (1 + rng.uniform(-0.025, 0.025, 3).astype(np.float32))
+    warm = rng.uniform(-0.02, 0.02)
     cast *= np.array([1 + warm, 1, 1 - warm], np.float32)
     img *= light[..., None] * cast[None, None, :]
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 0.8) * s)
