@@ -20,7 +20,8 @@ appearance statistics, lighting, sensor and camera, and in the label shift:
 Version 2 replaced v1, whose source was flat pastel cartoons (pink facades, purple road, lime
 terrain): a source-only model learned almost nothing from it (4.7 mIoU on target val). Version 3
 added the source's overcast days and made the target camera cleaner. Version 4 gave the target camera
-one white balance instead of a random colour cast per image (docs/DATASETS.md says why).
+one white balance instead of a random colour cast per image. Version 5 lowered the target's sensor
+noise and JPEG loss to a clean camera's (docs/DATASETS.md says why for each).
 
 Every image is a pure function of ``(seed, domain, split, index, size)``: one numpy Generator
 seeded with ``[seed, domain, split, index]``, so multiprocessing stays deterministic. Scenes are

@@ -10,7 +10,7 @@
 * target (a photo): ``_degrade`` adds texture grain, a metallic sheen on vehicles, soft cast shadows on
   some days, uneven overcast lighting and vignetting, the camera's one white balance (a fixed faint tint, varied
   by +-2.5 % per channel and +-2 % warm/cool per image), and a clean camera's mild lens
-  blur (sigma 0.5-0.8 px at 512 wide), sensor noise (sigma 2-5) and JPEG (quality 75-95);
+  blur (sigma 0.5-0.8 px at 512 wide), sensor noise (sigma 1-2.5) and JPEG (quality 90-97);
   ``_hood`` draws the ego vehicle's hood (ignore)."""
 from __future__ import annotations
 
@@ -92,10 +92,10 @@ def _degrade(cv, cam, L, ground, rng):
     cast *= np.array([1 + warm, 1, 1 - warm], np.float32)
     img *= light[..., None] * cast[None, None, :]
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 0.8) * s)
-    img += (rng.random((H, W, 3), dtype=np.float32) - 0.5) * (3.46 * rng.uniform(2, 5))  # sensor noise, sigma 2-5
+    img += (rng.random((H, W, 3), dtype=np.float32) - 0.5) * (3.46 * rng.uniform(1, 2.5))  # sensor noise, sigma 1-2.5
     u8 = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     ok, enc = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(75, 96))])
+                           [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(90, 98))])
     assert ok
     rgb = cv2.cvtColor(cv2.imdecode(enc, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return rgb, enc.tobytes()
