@@ -4,9 +4,7 @@ from __future__ import annotations
 from core.data.labels import CITYSCAPES19, IGNORE
 
 
-# v5: the target camera's sensor noise and JPEG are a clean camera's (sigma 1-2.5, quality 90-97);
-# v4: the target camera keeps one white balance (v3 cast each image at random); v3: overcast source
-# days and a cleaner target camera; v2: the source is a game render (v1: pastel cartoons).
+# What each version changed: the package docstring and docs/DATASETS.md.
 # In the cache folder name and meta.json, so an older set is never reused.
 VERSION = 5
 DEFAULT_SIZE = (256, 512)
