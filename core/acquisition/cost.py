@@ -40,12 +40,13 @@ UNITS = ("square", "superpixel", "pixel")
 FEATURES = ("one", "area_100px", "classes", "boundary_10px", "uncertainty")
 MIN_FIT = 10
 
-# Fitted by `python bench/effort.py --fit-default --init <the 30.6-mIoU warm-up>` on 120 target-train images
-# (3840 RIPU + random candidates per unit); seconds per unit of each feature, in FEATURES order. Squares
-# (17x17): held-out median absolute error 6.32 s for a mean of 18.1 s (15.93 s predicting the mean).
+# Fitted by `python bench/effort.py --fit-default --init <the seed-0 warm-up, 42.5 mIoU on synthcity v5>` on
+# 120 target-train images (3840 RIPU + random candidates per unit); seconds per unit of each feature, in
+# FEATURES order. Squares (17x17): held-out median absolute error 5.44 s for a mean of 20.0 s (17.84 s
+# predicting the mean).
 # Superpixels answered with their dominant class and pixels take one click each, 1.75 s.
 DEFAULT_WEIGHTS: dict[str, tuple[float, ...]] = {
-    "square": (0.0, 0.0, 3.915, 0.705, 0.0),
+    "square": (0.0, 0.0, 4.16, 1.293, 0.0),
     "superpixel": (1.75, 0.0, 0.0, 0.0, 0.0),
     "pixel": (1.75, 0.0, 0.0, 0.0, 0.0),
 }
